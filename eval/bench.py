@@ -1,0 +1,213 @@
+"""The benchmark runner: configurations A-E over a next-action eval set, traced and reported.
+
+Each example runs through the compiled speculation graph of every configuration, the same graph
+that wrapped agents use. Model calls are shared across configurations through `CachedModel`, so
+each distinct call runs once per example while every configuration is charged for what it asked.
+Decisions are committed to the trace store after each example, so a failed run keeps its work and
+`resume` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spec_agent.cost import CostModel, ModelCall
+from spec_agent.decision import Decision
+from spec_agent.errors import ConfigError
+from spec_agent.eval.matching import action_matches, kind_matches
+from spec_agent.eval.schema import Example
+from spec_agent.graphs.configurations import CONFIGURATIONS, build_configuration, get_configuration
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 40
+"""Examples in the default run, sized so that all five configurations finish in about 15 minutes
+on a 2-core CPU with the embedded models; `limit=0` runs the whole eval split."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Settings of one benchmark run."""
+
+    configurations: tuple[str, ...] = tuple(CONFIGURATIONS)
+    """Configuration letters to run."""
+    limit: int = DEFAULT_LIMIT
+    """Examples to run, sampled with `seed` from the eval split; 0 runs all of them."""
+    seed: int = 0
+    """Seed of the example sample and of sampled proposals."""
+    thresholds: dict[str, float] = field(default_factory=lambda: {"judge": 0.5, "verifier": 0.5})
+    """Acceptance threshold per verifier choice (`judge`, `verifier`)."""
+    cheap_model: str = "smollm2-135m-instruct"
+    """Cheap proposer: embedded asset name, local directory or hub id."""
+    strong_model: str = "qwen2.5-coder-0.5b-instruct"
+    """Strong model (fallback and judge): embedded asset name, local directory or hub id."""
+    name: str = "bench"
+    """Run name stored with the run."""
+
+    def __post_init__(self) -> None:
+        for letter in self.configurations:
+            get_configuration(letter)
+        if self.limit < 0:
+            raise ConfigError(f"limit must be >= 0 (0 runs every example), got {self.limit}.")
+        for key, value in self.thresholds.items():
+            if key not in ("judge", "verifier"):
+                raise ConfigError(f"Unknown threshold key {key!r}; use 'judge' or 'verifier'.")
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"Threshold {key}={value!r} is outside [0, 1].")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-compatible dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Models:
+    """The models of a run; any object with the methods of `HFChatModel` works."""
+
+    cheap: Any
+    strong: Any
+    verifier: Any
+    """A `Verifier` for the `verifier` configurations (D and E)."""
+
+
+@dataclass
+class PassStats:
+    """Throughput of one model over the calls it actually computed."""
+
+    calls: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    examples: set[str] = field(default_factory=set)
+
+    def add(self, call: ModelCall, example_id: str) -> None:
+        """Count a computed (not cached) call."""
+        self.calls += 1
+        self.tokens += (call.prompt_tokens or 0) + (call.completion_tokens or 0)
+        self.seconds += call.latency_s
+        self.examples.add(example_id)
+
+
+def select_examples(examples: Sequence[Example], *, limit: int, seed: int) -> list[Example]:
+    """Return a seeded random sample of `limit` examples (all of them when `limit` is 0)."""
+    ordered = sorted(examples, key=lambda example: example.id)
+    if limit == 0 or limit >= len(ordered):
+        return ordered
+    return sorted(random.Random(seed).sample(ordered, limit), key=lambda example: example.id)
+
+
+def example_seed(example_id: str, seed: int) -> int:
+    """Return a stable per-example seed for sampled proposals."""
+    digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class BenchRunner:
+    """Runs configurations over examples through the speculation graph and logs every decision.
+
+    Args:
+        config: Run settings.
+        models: Cheap and strong models (wrapped in `CachedModel`) and the small verifier.
+        store: A trace store (`SqlTraceStore`).
+        cost_model: Prices calls; token cost uses the models' parameter counts.
+    """
+
+    def __init__(self, *, config: BenchConfig, models: Models, store: Any, cost_model: CostModel) -> None:
+        from spec_agent.proposers import LocalProposer
+        from spec_agent.verifiers import JudgeVerifier
+
+        self.config = config
+        self.models = models
+        self.store = store
+        self.cost_model = cost_model
+        self.graphs = {
+            letter: build_configuration(
+                letter,
+                cheap=LocalProposer(models.cheap),
+                strong=LocalProposer(models.strong),
+                judge=JudgeVerifier(models.strong),
+                verifier=models.verifier,
+                thresholds=config.thresholds,
+                cost_model=cost_model,
+            )
+            for letter in config.configurations
+        }
+        self.stats: dict[str, PassStats] = {}
+
+    def run(
+        self,
+        examples: Sequence[Example],
+        *,
+        run_id: str,
+        on_example: Callable[[Example], None] | None = None,
+    ) -> None:
+        """Run every configuration on every example not yet stored for `run_id`."""
+        done = {letter: self.store.done_example_ids(run_id, letter) for letter in self.graphs}
+        for example in examples:
+            pending = [letter for letter in self.graphs if example.id not in done[letter]]
+            if pending:
+                rows = [self._decide(example, letter, run_id) for letter in pending]
+                self.store.log_decisions(run_id, rows)
+            self._clear_caches()
+            if on_example is not None:
+                on_example(example)
+
+    def _decide(self, example: Example, letter: str, run_id: str) -> Any:
+        from spec_agent.db.store import DecisionRow
+
+        state = {
+            "messages": example.messages,
+            "tools": example.tools,
+            "seed": example_seed(example.id, self.config.seed),
+            "step_id": example.id,
+        }
+        result = self.graphs[letter].invoke(state)
+        decision: Decision = result["decision"]
+        self._count(decision, example.id)
+        action = decision.action
+        return DecisionRow.from_decision(
+            decision,
+            run_id=run_id,
+            config=letter,
+            example_id=example.id,
+            source=example.source,
+            scenario=example.scenario,
+            gold=example.action,
+            kind_correct=kind_matches(action, example.action),
+            full_correct=action_matches(action, example),
+            error="; ".join(result.get("errors", [])) or None,
+        )
+
+    def _count(self, decision: Decision, example_id: str) -> None:
+        for call in decision.calls:
+            if not call.cached:
+                self.stats.setdefault(call.role, PassStats()).add(call, example_id)
+
+    def _clear_caches(self) -> None:
+        for model in (self.models.cheap, self.models.strong):
+            clear = getattr(model, "clear", None)
+            if clear is not None:
+                clear()
+
+    def throughput_lines(self) -> list[str]:
+        """Describe each model pass: calls, examples/s and tokens/s over computed calls."""
+        lines = []
+        for role, stats in sorted(self.stats.items()):
+            seconds = max(stats.seconds, 1e-9)
+            lines.append(
+                f"{role}: {stats.calls} calls on {len(stats.examples)} examples in {stats.seconds:.1f}s"
+                f" - {len(stats.examples) / seconds:.2f} examples/s, {stats.tokens / seconds:.0f} tokens/s"
+            )
+        return lines
+
+
+def elapsed_since(started: float) -> float:
+    """Return seconds since a `time.perf_counter()` reading."""
+    return time.perf_counter() - started

@@ -1,0 +1,100 @@
+"""Configurations A-E of the ablation, each built from the one speculation graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from spec_agent.cost import CostModel
+from spec_agent.errors import ConfigError
+from spec_agent.proposers import Proposer
+from spec_agent.verifiers import Verifier
+
+from spec_agent.graphs.speculation import build_speculation_graph
+
+VerifierChoice = Literal["none", "judge", "verifier"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Configuration:
+    """Which models take part in a configuration, and how."""
+
+    name: str
+    """Letter A-E."""
+    description: str
+    """One line for reports."""
+    speculate: bool
+    """True when the cheap model proposes."""
+    verifier: VerifierChoice
+    """`judge`: the strong model judges; `verifier`: the small verifier; `none`: no check."""
+    fallback: bool
+    """True when the strong model acts (always for A, on REJECT otherwise)."""
+    n_proposals: int = 1
+    """Cheap proposals per step."""
+
+
+CONFIGURATIONS: dict[str, Configuration] = {
+    config.name: config
+    for config in (
+        Configuration(name="A", description="strong model on every step",
+                      speculate=False, verifier="none", fallback=True),
+        Configuration(name="B", description="cheap model on every step",
+                      speculate=True, verifier="none", fallback=False),
+        Configuration(name="C", description="cheap proposes, strong model judges, strong on REJECT",
+                      speculate=True, verifier="judge", fallback=True),
+        Configuration(name="D", description="cheap proposes, small verifier decides, strong on REJECT",
+                      speculate=True, verifier="verifier", fallback=True),
+        Configuration(name="E", description="cheap proposes 3, verifier picks one, strong if none passes",
+                      speculate=True, verifier="verifier", fallback=True, n_proposals=3),
+    )
+}
+
+
+def get_configuration(name: str) -> Configuration:
+    """Return the configuration called `name` (case-insensitive).
+
+    Raises:
+        ConfigError: The name is not one of A-E.
+    """
+    config = CONFIGURATIONS.get(name.upper())
+    if config is None:
+        raise ConfigError(
+            f"Unknown configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}."
+        )
+    return config
+
+
+def build_configuration(
+    config: Configuration | str,
+    *,
+    cheap: Proposer,
+    strong: Proposer,
+    judge: Verifier,
+    verifier: Verifier,
+    thresholds: dict[str, float] | None = None,
+    cost_model: CostModel | None = None,
+) -> Any:
+    """Compile the speculation graph for one configuration.
+
+    Args:
+        config: A configuration or its letter.
+        cheap: Cheap proposer.
+        strong: Strong model, the fallback.
+        judge: Verifier for `judge` configurations (the strong model as judge).
+        verifier: Verifier for `verifier` configurations.
+        thresholds: Acceptance threshold per verifier choice (`judge`, `verifier`); default 0.5.
+        cost_model: Prices each decision's calls.
+    """
+    if isinstance(config, str):
+        config = get_configuration(config)
+    chosen = {"none": None, "judge": judge, "verifier": verifier}[config.verifier]
+    threshold = (thresholds or {}).get(config.verifier, 0.5)
+    return build_speculation_graph(
+        proposer=cheap if config.speculate else None,
+        verifier=chosen,
+        fallback=strong if config.fallback else None,
+        n_proposals=config.n_proposals,
+        threshold=threshold,
+        cost_model=cost_model,
+        name=f"configuration-{config.name}",
+    )

@@ -1,0 +1,1 @@
+"""spec-agent: speculative agent actions for LangGraph."""

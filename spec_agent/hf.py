@@ -1,0 +1,243 @@
+"""Local Hugging Face causal language models as proposers, fallback models and judges.
+
+A model is named by an embedded asset (`smollm2-135m-instruct`), a local directory or a hub id.
+torch and transformers load on first use so that `import spec_agent` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from spec_agent.cost import ModelCall, Role
+from spec_agent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig:
+    """Decoding settings for action generation."""
+
+    max_new_tokens: int = 64
+    """Upper bound on generated tokens per action; an action is one line."""
+    temperature: float = 0.8
+    """Sampling temperature for extra proposals; the first proposal is always greedy."""
+    top_p: float = 0.95
+    """Nucleus sampling mass for extra proposals."""
+    max_prompt_tokens: int = 6144
+    """Prompts longer than this drop their oldest conversation messages, with a warning."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generation:
+    """One generated text with the model's confidence in it."""
+
+    text: str
+    """Generated text, special tokens removed."""
+    confidence: float
+    """Geometric mean probability of the generated tokens, in [0, 1]."""
+    completion_tokens: int
+    """Number of generated tokens."""
+
+
+class HFChatModel:
+    """A transformers causal LM that renders chats with its own chat template.
+
+    Args:
+        model: Embedded asset name, local directory or hub id.
+        role: Cost role of this model's calls (`cheap`, `strong`, ...).
+        generation: Decoding settings.
+        seed: Base seed; sampling for a prompt uses `seed` plus the caller's seed.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        role: Role,
+        generation: GenerationConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.name = model
+        self.role = role
+        self.generation = generation or GenerationConfig()
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self.parameters = 0.0
+
+    def load(self) -> HFChatModel:
+        """Load the tokenizer and weights once; later calls return immediately."""
+        with self._lock:
+            if self._model is None:
+                self._load()
+        return self
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from spec_agent.assets import resolve_model
+
+        path = resolve_model(self.name)
+        started = time.perf_counter()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"Could not load model {self.name!r} (tried {path!r}): {error}. Pass an embedded "
+                "asset name (see `spec-agent assets list`), a local model directory or a hub id."
+            ) from error
+        model.eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self._tokenizer, self._model = tokenizer, model
+        self.parameters = float(sum(parameter.numel() for parameter in model.parameters()))
+        logger.info("Loaded %s (%.0fM parameters) in %.1fs", self.name, self.parameters / 1e6,
+                    time.perf_counter() - started)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer."""
+        return self.load()._tokenizer
+
+    @property
+    def model(self) -> Any:
+        """The loaded `PreTrainedModel`."""
+        return self.load()._model
+
+    def encode(self, chat: list[dict[str, str]]) -> Any:
+        """Tokenize a chat with the generation prompt, dropping old messages past the limit."""
+        limit = self.generation.max_prompt_tokens
+        chat = list(chat)
+        while True:
+            ids = self.tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
+            if ids.shape[1] <= limit or len(chat) <= 2:
+                return ids
+            logger.warning("Prompt of %s tokens exceeds %s; dropping its oldest message",
+                           ids.shape[1], limit)
+            del chat[1]
+
+    def generate(
+        self, chat: list[dict[str, str]], *, n: int = 1, sample: bool = False, seed: int = 0
+    ) -> tuple[list[Generation], list[ModelCall]]:
+        """Generate `n` one-line actions, greedily (then `n` must be 1) or by sampling.
+
+        Each generation is charged as its own call, because each prefills the prompt once.
+
+        Args:
+            chat: Rendered chat messages.
+            n: Number of generations.
+            sample: Sample with the configured temperature instead of greedy decoding.
+            seed: Per-prompt seed so that sampled generations are reproducible.
+        """
+        import torch
+
+        if n < 1 or (n > 1 and not sample):
+            raise ConfigError(f"n={n} is invalid: greedy decoding gives 1 generation, sampling >= 1.")
+        started = time.perf_counter()
+        ids = self.encode(chat)
+        with torch.inference_mode():
+            if sample:
+                torch.manual_seed(self.seed + seed)
+                generations = self._generate_sampled(ids, n)
+            else:
+                generations = self._generate_greedy(ids)
+        latency = (time.perf_counter() - started) / n
+        calls = [
+            ModelCall(
+                role=self.role,
+                model=self.name,
+                prompt_tokens=int(ids.shape[1]),
+                completion_tokens=item.completion_tokens,
+                latency_s=latency,
+            )
+            for item in generations
+        ]
+        return generations, calls
+
+    def _generate_greedy(self, ids: Any) -> list[Generation]:
+        return self._run_generate(ids, do_sample=False, num_return_sequences=1)
+
+    def _generate_sampled(self, ids: Any, count: int) -> list[Generation]:
+        return self._run_generate(
+            ids,
+            do_sample=True,
+            num_return_sequences=count,
+            temperature=self.generation.temperature,
+            top_p=self.generation.top_p,
+        )
+
+    def _run_generate(self, ids: Any, **options: Any) -> list[Generation]:
+        import torch
+
+        output = self.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=self.generation.max_new_tokens,
+            stop_strings=["\n"],
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+            top_k=None,
+            **options,
+        )
+        scores = self.model.compute_transition_scores(
+            output.sequences, output.scores, normalize_logits=True
+        )
+        new_tokens = output.sequences[:, ids.shape[1]:]
+        return [self._to_generation(tokens, logprobs) for tokens, logprobs in zip(new_tokens, scores)]
+
+    def _to_generation(self, tokens: Any, logprobs: Any) -> Generation:
+        keep = tokens != self.tokenizer.pad_token_id
+        count = int(keep.sum())
+        values = logprobs[keep[: logprobs.shape[0]]]
+        values = values[values.isfinite()]
+        mean = float(values.mean()) if values.numel() else -math.inf
+        text = self.tokenizer.decode(tokens[keep], skip_special_tokens=True).strip()
+        return Generation(text=text, confidence=math.exp(mean), completion_tokens=count)
+
+    def label_probability(
+        self, chat: list[dict[str, str]], *, accept: str = "ACCEPT", reject: str = "REJECT"
+    ) -> tuple[float, ModelCall]:
+        """Return P(accept) from the next-token logits of the two labels, renormalised over both."""
+        import torch
+
+        started = time.perf_counter()
+        ids = self.encode(chat)
+        accept_id, reject_id = self._label_token(accept), self._label_token(reject)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids).logits[0, -1]
+        pair = torch.stack([logits[accept_id], logits[reject_id]]).float()
+        probability = float(torch.softmax(pair, dim=0)[0])
+        call = ModelCall(
+            role=self.role,
+            model=self.name,
+            prompt_tokens=int(ids.shape[1]),
+            completion_tokens=0,
+            latency_s=time.perf_counter() - started,
+        )
+        return probability, call
+
+    def _label_token(self, label: str) -> int:
+        ids = self.tokenizer.encode(label, add_special_tokens=False)
+        if not ids:
+            raise ConfigError(f"Label {label!r} encodes to no tokens with {self.name!r}.")
+        return int(ids[0])

@@ -1,1 +1,58 @@
-"""spec-agent: speculative agent actions for LangGraph."""
+"""spec-agent: speculative agent actions for LangGraph.
+
+A cheap model proposes each agent action, a verifier accepts or rejects it, and the strong model
+acts only on rejection. Heavy dependencies (torch, transformers) load on first use, so importing
+this package to wrap an agent stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_EXPORTS = {
+    "ACTION_KINDS": "spec_agent.actions",
+    "Action": "spec_agent.actions",
+    "ActionKind": "spec_agent.actions",
+    "CONFIGURATIONS": "spec_agent.graphs.configurations",
+    "ConfidenceVerifier": "spec_agent.verifiers",
+    "ConfigError": "spec_agent.errors",
+    "CostModel": "spec_agent.cost",
+    "Decision": "spec_agent.decision",
+    "GenerationConfig": "spec_agent.hf",
+    "HFChatModel": "spec_agent.hf",
+    "JudgeVerifier": "spec_agent.verifiers",
+    "LangChainProposer": "spec_agent.proposers",
+    "LocalProposer": "spec_agent.proposers",
+    "ModelCall": "spec_agent.cost",
+    "Proposal": "spec_agent.decision",
+    "Proposer": "spec_agent.proposers",
+    "SpecAgentError": "spec_agent.errors",
+    "SpecAgentRuntimeError": "spec_agent.errors",
+    "ToolCall": "spec_agent.actions",
+    "Verifier": "spec_agent.verifiers",
+    "build_configuration": "spec_agent.graphs.configurations",
+    "build_speculation_graph": "spec_agent.graphs.speculation",
+    "decide": "spec_agent.decision",
+    "parse_action": "spec_agent.prompts",
+    "render_action": "spec_agent.prompts",
+    "render_chat": "spec_agent.prompts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spec_agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

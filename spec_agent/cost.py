@@ -31,6 +31,8 @@ class ModelCall:
     """Tokens generated (all samples together)."""
     latency_s: float = 0.0
     """Wall time of the call in seconds."""
+    reused_tokens: int = 0
+    """Prompt tokens served from a KV cache of an earlier call instead of being prefilled."""
     cached: bool = False
     """True when the result was reused from an identical earlier call in this run."""
 
@@ -42,6 +44,7 @@ class ModelCall:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "latency_s": self.latency_s,
+            "reused_tokens": self.reused_tokens,
             "cached": self.cached,
         }
 

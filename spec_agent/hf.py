@@ -73,8 +73,11 @@ class HFChatModel:
         self.role = role
         self.generation = generation or GenerationConfig()
         self.seed = seed
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._model: Any = None
+        self._cache: Any = None
+        self._cached_ids: Any = None
+        self._newline_ids: Any = None
         self._tokenizer: Any = None
         self.parameters = 0.0
 
@@ -121,25 +124,33 @@ class HFChatModel:
         return self.load()._model
 
     def encode(self, chat: list[dict[str, str]]) -> Any:
-        """Tokenize a chat with the generation prompt, dropping old messages past the limit."""
+        """Tokenize a chat with the generation prompt, dropping old messages past the limit.
+
+        The system message and the last message are always kept.
+        """
         limit = self.generation.max_prompt_tokens
         chat = list(chat)
+        dropped = 0
         while True:
             ids = self.tokenizer.apply_chat_template(
                 chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"]
             if ids.shape[1] <= limit or len(chat) <= 2:
-                return ids
-            logger.warning("Prompt of %s tokens exceeds %s; dropping its oldest message",
-                           ids.shape[1], limit)
+                break
             del chat[1]
+            dropped += 1
+        if dropped:
+            logger.warning("Prompt exceeded %s tokens; dropped its %s oldest messages (now %s tokens)",
+                           limit, dropped, ids.shape[1])
+        return ids
 
     def generate(
         self, chat: list[dict[str, str]], *, n: int = 1, sample: bool = False, seed: int = 0
     ) -> tuple[list[Generation], list[ModelCall]]:
         """Generate `n` one-line actions, greedily (then `n` must be 1) or by sampling.
 
-        Each generation is charged as its own call, because each prefills the prompt once.
+        Each generation is charged as its own call with the full prompt, as a provider would bill
+        it; `reused_tokens` says how much of the prompt came from the prefix cache instead.
 
         Args:
             chat: Rendered chat messages.
@@ -151,15 +162,14 @@ class HFChatModel:
 
         if n < 1 or (n > 1 and not sample):
             raise ConfigError(f"n={n} is invalid: greedy decoding gives 1 generation, sampling >= 1.")
-        started = time.perf_counter()
-        ids = self.encode(chat)
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
+            started = time.perf_counter()
+            ids = self.encode(chat)
+            reused = self._prefill(ids)
             if sample:
                 torch.manual_seed(self.seed + seed)
-                generations = self._generate_sampled(ids, n)
-            else:
-                generations = self._generate_greedy(ids)
-        latency = (time.perf_counter() - started) / n
+            generations = self._decode(ids, n=n, sample=sample)
+            latency = (time.perf_counter() - started) / n
         calls = [
             ModelCall(
                 role=self.role,
@@ -167,32 +177,56 @@ class HFChatModel:
                 prompt_tokens=int(ids.shape[1]),
                 completion_tokens=item.completion_tokens,
                 latency_s=latency,
+                reused_tokens=reused if index == 0 else int(ids.shape[1]),
             )
-            for item in generations
+            for index, item in enumerate(generations)
         ]
         return generations, calls
 
-    def _generate_greedy(self, ids: Any) -> list[Generation]:
-        return self._run_generate(ids, do_sample=False, num_return_sequences=1)
+    def _prefill(self, ids: Any) -> int:
+        """Fill the prefix cache with all prompt tokens but the last; return how many were reused.
 
-    def _generate_sampled(self, ids: Any, count: int) -> list[Generation]:
-        return self._run_generate(
-            ids,
-            do_sample=True,
-            num_return_sequences=count,
-            temperature=self.generation.temperature,
-            top_p=self.generation.top_p,
-        )
+        One cache per model keeps the latest prompt, so a judge question that extends the prompt the
+        model just answered, or the next step of the same trajectory, prefills only the new tokens.
+        """
+        from transformers import DynamicCache
 
-    def _run_generate(self, ids: Any, **options: Any) -> list[Generation]:
-        import torch
+        keep = self._common_prefix(ids)
+        if keep == 0:
+            self._cache, self._cached_ids = DynamicCache(), ids[:, :0]
+        else:
+            self._cache.crop(keep - self._cache.get_seq_length())
+            self._cached_ids = self._cached_ids[:, :keep]
+        target = ids.shape[1] - 1
+        if target > keep:
+            self.model(input_ids=ids[:, keep:target], cache=self._cache, use_cache=True)
+            self._cached_ids = ids[:, :target]
+        return keep
 
+    def _common_prefix(self, ids: Any) -> int:
+        cached = getattr(self, "_cached_ids", None)
+        if cached is None or self._cache is None or cached.shape[1] == 0:
+            return 0
+        length = min(cached.shape[1], ids.shape[1] - 1)
+        same = (cached[0, :length] == ids[0, :length]).long()
+        return int(same.cumprod(0).sum())
+
+    def _decode(self, ids: Any, *, n: int, sample: bool) -> list[Generation]:
+        import copy
+
+        cache = copy.deepcopy(self._cache)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        options: dict[str, Any] = {"do_sample": False}
+        if sample:
+            options = {"do_sample": True, "temperature": self.generation.temperature,
+                       "top_p": self.generation.top_p}
         output = self.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            input_ids=ids.repeat(n, 1),
+            attention_mask=torch_ones_like(ids.repeat(n, 1)),
+            cache=cache,
             max_new_tokens=self.generation.max_new_tokens,
-            stop_strings=["\n"],
-            tokenizer=self.tokenizer,
+            stopping_criteria=[self._stop_at_newline()],
             pad_token_id=self.tokenizer.pad_token_id,
             output_scores=True,
             return_dict_in_generate=True,
@@ -204,6 +238,31 @@ class HFChatModel:
         )
         new_tokens = output.sequences[:, ids.shape[1]:]
         return [self._to_generation(tokens, logprobs) for tokens, logprobs in zip(new_tokens, scores)]
+
+    def _stop_at_newline(self) -> Any:
+        """Return a stopping criterion that ends a sequence at its first newline token.
+
+        transformers' `stop_strings` rebuilds its token tables on every `generate` call, which costs
+        more than the generation itself on a small model; the newline token ids are computed once.
+        """
+        from transformers import StoppingCriteria
+
+        if self._newline_ids is None:
+            import torch
+
+            vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            texts = self.tokenizer.convert_tokens_to_string
+            ids = [index for index, token in enumerate(vocabulary) if token and "\n" in texts([token])]
+            self._newline_ids = torch.tensor(ids, dtype=torch.long)
+        newline_ids = self._newline_ids
+
+        class _NewlineStop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                import torch
+
+                return torch.isin(input_ids[:, -1], newline_ids)
+
+        return _NewlineStop()
 
     def _to_generation(self, tokens: Any, logprobs: Any) -> Generation:
         keep = tokens != self.tokenizer.pad_token_id
@@ -220,19 +279,25 @@ class HFChatModel:
         """Return P(accept) from the next-token logits of the two labels, renormalised over both."""
         import torch
 
-        started = time.perf_counter()
-        ids = self.encode(chat)
         accept_id, reject_id = self._label_token(accept), self._label_token(reject)
-        with torch.inference_mode():
-            logits = self.model(input_ids=ids).logits[0, -1]
-        pair = torch.stack([logits[accept_id], logits[reject_id]]).float()
-        probability = float(torch.softmax(pair, dim=0)[0])
+        with self._lock, torch.inference_mode():
+            started = time.perf_counter()
+            ids = self.encode(chat)
+            reused = self._prefill(ids)
+            logits = self.model(
+                input_ids=ids[:, -1:], cache=self._cache, use_cache=True
+            ).logits[0, -1]
+            self._cached_ids = ids
+            pair = torch.stack([logits[accept_id], logits[reject_id]]).float()
+            probability = float(torch.softmax(pair, dim=0)[0])
+            latency = time.perf_counter() - started
         call = ModelCall(
             role=self.role,
             model=self.name,
             prompt_tokens=int(ids.shape[1]),
             completion_tokens=0,
-            latency_s=time.perf_counter() - started,
+            latency_s=latency,
+            reused_tokens=reused,
         )
         return probability, call
 
@@ -241,3 +306,10 @@ class HFChatModel:
         if not ids:
             raise ConfigError(f"Label {label!r} encodes to no tokens with {self.name!r}.")
         return int(ids[0])
+
+
+def torch_ones_like(tensor: Any) -> Any:
+    """Return an all-ones attention mask shaped like `tensor`."""
+    import torch
+
+    return torch.ones_like(tensor)

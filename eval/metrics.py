@@ -1,0 +1,575 @@
+"""Benchmark metrics over stored decision rows, reference rows and the cost-accuracy frontier.
+
+Every metric is a mean over the examples of one configuration, so a configuration that errored on
+an example still counts that example (as stored, usually wrong). Confidence intervals are 95%
+percentile bootstraps over examples with a fixed seed, so the same rows give the same intervals.
+
+Definitions used throughout:
+
+- accepted example: decision "accept" (a verified proposal was used) or "unverified" (B's proposal
+  used without a verifier). Configuration A ("direct") has no proposer, so its acceptance,
+  escalation and false-accept values are None.
+- false-accept rate: accepted examples whose final action is not fully correct, divided by the
+  accepted examples. The false-accept share divides the same count by all examples.
+- invalid-proposal rate: proposals that did not parse, divided by all proposals of the
+  configuration (every sample of E counts). None when the configuration made no proposals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+import numpy as np
+
+from spec_agent.actions import ACTION_KINDS
+from spec_agent.cost import CostModel, ModelCall
+from spec_agent.db.store import DecisionRow
+
+CONFIGS: tuple[str, ...] = ("A", "B", "C", "D", "E")
+REFERENCES: tuple[str, ...] = ("random", "majority", "oracle", "random-escalation")
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+ACCEPTED_DECISIONS = frozenset({"accept", "unverified"})
+
+Direction = Literal["higher", "lower"]
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricSpec:
+    """Name, direction and meaning of one reported metric."""
+
+    key: str
+    """Field name in `MetricRow` and in results.json."""
+    label: str
+    """Column header in the report."""
+    direction: Direction
+    """Whether higher or lower values are better."""
+    description: str
+
+    @property
+    def arrow(self) -> str:
+        """The direction as an arrow: ↑ when higher is better, ↓ when lower is better."""
+        return "↑" if self.direction == "higher" else "↓"
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        key="kind_accuracy",
+        label="Kind acc",
+        direction="higher",
+        description="Share of examples whose final action has the gold action kind.",
+    ),
+    MetricSpec(
+        key="full_accuracy",
+        label="Full acc",
+        direction="higher",
+        description="Share of examples whose final action matches the gold action in full "
+        "(tool names and arguments), as judged when the row was stored.",
+    ),
+    MetricSpec(
+        key="cost",
+        label="Cost/call model",
+        direction="lower",
+        description="Mean cost per example under the per-call model, relative to one strong-model "
+        "call (every call charged, fallbacks included).",
+    ),
+    MetricSpec(
+        key="flops_vs_a",
+        label="FLOPs vs A",
+        direction="lower",
+        description="Mean estimated forward-pass FLOPs per example divided by configuration A's.",
+    ),
+    MetricSpec(
+        key="accept_rate",
+        label="Accept rate",
+        direction="higher",
+        description="Share of examples where a proposal was used: accepted by the verifier, or "
+        "used unverified (B, always 1.0). A has no proposer.",
+    ),
+    MetricSpec(
+        key="false_accept_rate",
+        label="False-accept rate",
+        direction="lower",
+        description="Accepted examples whose action is not fully correct, divided by accepted "
+        "examples.",
+    ),
+    MetricSpec(
+        key="false_accept_share",
+        label="False-accept share",
+        direction="lower",
+        description="Accepted examples whose action is not fully correct, divided by all examples.",
+    ),
+    MetricSpec(
+        key="escalation_rate",
+        label="Escalation rate",
+        direction="lower",
+        description="Share of examples where every proposal was rejected and the fallback model "
+        "acted.",
+    ),
+    MetricSpec(
+        key="invalid_rate",
+        label="Invalid rate",
+        direction="lower",
+        description="Proposals that did not parse into an action, divided by all proposals.",
+    ),
+    MetricSpec(
+        key="latency_p50",
+        label="Latency p50 (s)",
+        direction="lower",
+        description="Median wall time of one decision in seconds.",
+    ),
+    MetricSpec(
+        key="latency_p95",
+        label="Latency p95 (s)",
+        direction="lower",
+        description="95th percentile of the wall time of one decision in seconds.",
+    ),
+    MetricSpec(
+        key="on_frontier",
+        label="On frontier",
+        direction="higher",
+        description="True when no other configuration is at most as costly and at least as "
+        "accurate (kind accuracy), with one of the two strictly better.",
+    ),
+)
+METRIC_SPECS: dict[str, MetricSpec] = {spec.key: spec for spec in METRICS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricRow:
+    """Metrics of one configuration or reference row; None where a metric does not apply."""
+
+    name: str
+    """Configuration ("A" to "E") or reference name."""
+    role: Literal["config", "reference"]
+    n: int
+    """Examples the row is computed over."""
+    errors: int = 0
+    """Examples stored with an error."""
+    kind_accuracy: float | None = None
+    kind_accuracy_ci: Interval | None = None
+    full_accuracy: float | None = None
+    full_accuracy_ci: Interval | None = None
+    cost: float | None = None
+    cost_ci: Interval | None = None
+    flops: float | None = None
+    """Mean estimated FLOPs per example."""
+    flops_vs_a: float | None = None
+    accept_rate: float | None = None
+    false_accept_rate: float | None = None
+    false_accept_share: float | None = None
+    escalation_rate: float | None = None
+    invalid_rate: float | None = None
+    invalid_proposals: int = 0
+    proposals: int = 0
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    on_frontier: bool | None = None
+    description: str = ""
+    """Meaning of a reference row, empty for configurations."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the row as a JSON-compatible dict (intervals as two-element lists)."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class KindAccuracy:
+    """Kind accuracy of one configuration on the examples of one gold kind."""
+
+    kind: str
+    support: int
+    """Examples with this gold kind; 0 means the kind has no support."""
+    accuracy: float | None
+    """None when the support is 0."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkMetrics:
+    """Every metric of one run: configurations, reference rows, frontier and per-kind accuracy."""
+
+    configs: dict[str, MetricRow]
+    references: dict[str, MetricRow]
+    frontier: tuple[str, ...]
+    """Configurations on the (cost, kind accuracy) Pareto frontier, cheapest first."""
+    per_kind: dict[str, tuple[KindAccuracy, ...]]
+    deltas: dict[str, dict[str, float | None]]
+    """Per configuration, its value minus configuration A's (empty when A is missing)."""
+    seed: int
+    resamples: int
+    call_prices: dict[str, float] = field(default_factory=dict)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Interval | None:
+    """Return the percentile bootstrap interval of the mean, or None for no values.
+
+    Args:
+        values: One value per example.
+        resamples: Bootstrap resamples drawn with replacement.
+        confidence: Coverage of the interval, e.g. 0.95.
+        seed: Seed of the numpy generator; the same seed gives the same interval.
+    """
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    # Draw in chunks so that large runs do not allocate a resamples x n index matrix at once.
+    chunk = max(1, 1_000_000 // data.size)
+    means: list[np.ndarray] = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        indices = rng.integers(0, data.size, size=(size, data.size))
+        means.append(data[indices].mean(axis=1))
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(np.concatenate(means), [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def pareto_frontier(points: Mapping[str, tuple[float, float]]) -> tuple[str, ...]:
+    """Return the names whose (cost, accuracy) point no other point dominates, cheapest first.
+
+    A point dominates another when its cost is lower or equal and its accuracy higher or equal,
+    with at least one of the two strict. Identical points are all kept.
+    """
+    kept = [
+        name
+        for name, (cost, accuracy) in points.items()
+        if not any(
+            other_cost <= cost
+            and other_accuracy >= accuracy
+            and (other_cost < cost or other_accuracy > accuracy)
+            for other_cost, other_accuracy in points.values()
+        )
+    ]
+    return tuple(sorted(kept, key=lambda name: (points[name][0], -points[name][1], name)))
+
+
+def compute_metrics(
+    rows: Iterable[DecisionRow],
+    *,
+    cost_model: CostModel | None = None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> BenchmarkMetrics:
+    """Compute every metric of a run from its decision rows.
+
+    Args:
+        rows: Decision rows of one run, any configurations.
+        cost_model: When given, recompute each row's cost (and FLOPs, when it has parameter
+            counts) from its stored calls; otherwise use the stored values. The random-escalation
+            row uses its call prices either way (`CostModel()` defaults when None).
+        seed: Seed of the bootstrap intervals.
+        resamples: Bootstrap resamples per interval.
+    """
+    grouped = group_by_config(_priced(rows, cost_model))
+    a_flops = _mean([row.flops for row in grouped["A"]]) if "A" in grouped else None
+    configs = {
+        name: config_metrics(name, config_rows, a_flops=a_flops, seed=seed, resamples=resamples)
+        for name, config_rows in grouped.items()
+    }
+    frontier = pareto_frontier(
+        {name: (row.cost or 0.0, row.kind_accuracy or 0.0) for name, row in configs.items()}
+    )
+    configs = {name: replace(row, on_frontier=name in frontier) for name, row in configs.items()}
+    prices = (cost_model or CostModel()).call_prices
+    references = reference_rows(
+        grouped, configs, prices=prices, a_flops=a_flops, seed=seed, resamples=resamples
+    )
+    return BenchmarkMetrics(
+        configs=configs,
+        references=references,
+        frontier=frontier,
+        per_kind={name: per_kind_accuracy(config_rows) for name, config_rows in grouped.items()},
+        deltas=deltas_vs_a(configs),
+        seed=seed,
+        resamples=resamples,
+        call_prices={role: float(price) for role, price in prices.items()},
+    )
+
+
+def group_by_config(rows: Iterable[DecisionRow]) -> dict[str, list[DecisionRow]]:
+    """Group rows by configuration, A to E first and any other names after in sorted order."""
+    grouped: dict[str, list[DecisionRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.config, []).append(row)
+    order = [name for name in CONFIGS if name in grouped]
+    order += sorted(name for name in grouped if name not in CONFIGS)
+    return {name: grouped[name] for name in order}
+
+
+def _priced(rows: Iterable[DecisionRow], cost_model: CostModel | None) -> list[DecisionRow]:
+    if cost_model is None:
+        return list(rows)
+    priced = []
+    for row in rows:
+        calls = [ModelCall(**call) for call in row.calls]
+        flops = cost_model.token_flops(calls) if cost_model.parameters else row.flops
+        priced.append(replace(row, cost=cost_model.call_cost(calls), flops=flops))
+    return priced
+
+
+def config_metrics(
+    name: str,
+    rows: Sequence[DecisionRow],
+    *,
+    a_flops: float | None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> MetricRow:
+    """Compute the metrics of one configuration from its rows (frontier membership left unset)."""
+    kind = [float(row.kind_correct) for row in rows]
+    full = [float(row.full_correct) for row in rows]
+    costs = [float(row.cost) for row in rows]
+    flops = _mean([row.flops for row in rows])
+    latencies = np.asarray([row.latency_s for row in rows], dtype=float)
+    invalid, proposals = _count_invalid(rows)
+    return MetricRow(
+        name=name,
+        role="config",
+        n=len(rows),
+        errors=sum(row.error is not None for row in rows),
+        kind_accuracy=_mean(kind),
+        kind_accuracy_ci=bootstrap_ci(kind, resamples=resamples, seed=seed),
+        full_accuracy=_mean(full),
+        full_accuracy_ci=bootstrap_ci(full, resamples=resamples, seed=seed),
+        cost=_mean(costs),
+        cost_ci=bootstrap_ci(costs, resamples=resamples, seed=seed),
+        flops=flops,
+        flops_vs_a=_ratio(flops, a_flops),
+        invalid_rate=_ratio(invalid, proposals),
+        invalid_proposals=invalid,
+        proposals=proposals,
+        latency_p50=float(np.percentile(latencies, 50)) if rows else None,
+        latency_p95=float(np.percentile(latencies, 95)) if rows else None,
+        **acceptance_rates(rows),
+    )
+
+
+def acceptance_rates(rows: Sequence[DecisionRow]) -> dict[str, float | None]:
+    """Return accept, escalation and false-accept rates; all None when no row had a proposer."""
+    keys = ("accept_rate", "escalation_rate", "false_accept_rate", "false_accept_share")
+    if not rows or all(row.decision == "direct" for row in rows):
+        return dict.fromkeys(keys)
+    accepted = [row for row in rows if row.decision in ACCEPTED_DECISIONS]
+    wrong = sum(not row.full_correct for row in accepted)
+    return {
+        "accept_rate": len(accepted) / len(rows),
+        "escalation_rate": sum(row.decision == "escalate" for row in rows) / len(rows),
+        "false_accept_rate": _ratio(wrong, len(accepted)),
+        "false_accept_share": wrong / len(rows),
+    }
+
+
+def _count_invalid(rows: Sequence[DecisionRow]) -> tuple[int, int]:
+    proposals = [proposal for row in rows for proposal in row.proposals]
+    invalid = sum(proposal.get("action") is None for proposal in proposals)
+    return invalid, len(proposals)
+
+
+def per_kind_accuracy(rows: Sequence[DecisionRow]) -> tuple[KindAccuracy, ...]:
+    """Return kind accuracy and support per gold kind: the nine kinds, then any other kind found."""
+    by_kind: dict[str, list[bool]] = {kind: [] for kind in ACTION_KINDS}
+    for row in rows:
+        by_kind.setdefault(row.gold_kind, []).append(row.kind_correct)
+    return tuple(
+        KindAccuracy(kind=kind, support=len(hits), accuracy=_mean([float(hit) for hit in hits]))
+        for kind, hits in by_kind.items()
+    )
+
+
+def deltas_vs_a(configs: Mapping[str, MetricRow]) -> dict[str, dict[str, float | None]]:
+    """Return each configuration's accuracy and cost minus A's, and its cost relative to A's."""
+    base = configs.get("A")
+    if base is None:
+        return {}
+    return {
+        name: {
+            "kind_accuracy": _difference(row.kind_accuracy, base.kind_accuracy),
+            "full_accuracy": _difference(row.full_accuracy, base.full_accuracy),
+            "cost": _difference(row.cost, base.cost),
+            "cost_ratio": _ratio(row.cost, base.cost),
+        }
+        for name, row in configs.items()
+    }
+
+
+def reference_rows(
+    grouped: Mapping[str, Sequence[DecisionRow]],
+    configs: Mapping[str, MetricRow],
+    *,
+    prices: Mapping[str, Decimal],
+    a_flops: float | None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> dict[str, MetricRow]:
+    """Compute the reference rows that the data supports.
+
+    Random, majority and oracle need any rows; random-escalation needs A, B and D.
+    """
+    gold = _gold_kinds(grouped)
+    if not gold:
+        return {}
+    rows = {
+        "random": random_row(len(gold)),
+        "majority": majority_row(gold),
+        "oracle": oracle_row(grouped, a_flops=a_flops, seed=seed, resamples=resamples),
+    }
+    escalation = configs["D"].escalation_rate if "D" in configs else None
+    if escalation is not None and "A" in grouped and "B" in grouped:
+        rows["random-escalation"] = random_escalation_row(
+            grouped["A"], grouped["B"], rate=escalation, prices=prices, a_flops=a_flops,
+            seed=seed, resamples=resamples,
+        )
+    return rows
+
+
+def _gold_kinds(grouped: Mapping[str, Sequence[DecisionRow]]) -> dict[str, str]:
+    return {row.example_id: row.gold_kind for rows in grouped.values() for row in rows}
+
+
+def random_row(examples: int) -> MetricRow:
+    """Return the expected metrics of a uniform random choice among the nine kinds."""
+    return MetricRow(
+        name="random",
+        role="reference",
+        n=examples,
+        kind_accuracy=1.0 / len(ACTION_KINDS),
+        cost=0.0,
+        flops=0.0,
+        flops_vs_a=0.0,
+        description=f"uniform guess among the {len(ACTION_KINDS)} kinds, exact expectation",
+    )
+
+
+def majority_row(gold_kinds: Mapping[str, str]) -> MetricRow:
+    """Return the metrics of always predicting the most frequent gold kind.
+
+    Ties go to the kind that comes first in `ACTION_KINDS`.
+    """
+    counts = Counter(gold_kinds.values())
+    order = {kind: index for index, kind in enumerate(ACTION_KINDS)}
+    kind = min(counts, key=lambda name: (-counts[name], order.get(name, len(order)), name))
+    return MetricRow(
+        name="majority",
+        role="reference",
+        n=len(gold_kinds),
+        kind_accuracy=counts[kind] / len(gold_kinds),
+        cost=0.0,
+        flops=0.0,
+        flops_vs_a=0.0,
+        description=f"always the most frequent gold kind, {kind}",
+    )
+
+
+def oracle_row(
+    grouped: Mapping[str, Sequence[DecisionRow]],
+    *,
+    a_flops: float | None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> MetricRow:
+    """Return the metrics of picking, per example, the cheapest configuration with the right kind.
+
+    Where no configuration has the right kind the oracle takes the cheapest one. Its full accuracy
+    is the share of examples that some configuration got fully right.
+    """
+    by_example: dict[str, list[DecisionRow]] = {}
+    for rows in grouped.values():
+        for row in rows:
+            by_example.setdefault(row.example_id, []).append(row)
+    chosen = [_cheapest_right(rows) for rows in by_example.values()]
+    kind = [float(row.kind_correct) for row in chosen]
+    full = [float(any(row.full_correct for row in rows)) for rows in by_example.values()]
+    costs = [float(row.cost) for row in chosen]
+    flops = _mean([row.flops for row in chosen])
+    return MetricRow(
+        name="oracle",
+        role="reference",
+        n=len(chosen),
+        kind_accuracy=_mean(kind),
+        kind_accuracy_ci=bootstrap_ci(kind, resamples=resamples, seed=seed),
+        full_accuracy=_mean(full),
+        full_accuracy_ci=bootstrap_ci(full, resamples=resamples, seed=seed),
+        cost=_mean(costs),
+        cost_ci=bootstrap_ci(costs, resamples=resamples, seed=seed),
+        flops=flops,
+        flops_vs_a=_ratio(flops, a_flops),
+        description="per example the cheapest configuration with the right kind",
+    )
+
+
+def _cheapest_right(rows: Sequence[DecisionRow]) -> DecisionRow:
+    # `min` keeps the first of equal costs, and rows arrive in configuration order A to E.
+    right = [row for row in rows if row.kind_correct]
+    return min(right or rows, key=lambda row: row.cost)
+
+
+def random_escalation_row(
+    a_rows: Sequence[DecisionRow],
+    b_rows: Sequence[DecisionRow],
+    *,
+    rate: float,
+    prices: Mapping[str, Decimal],
+    a_flops: float | None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> MetricRow:
+    """Return the expected metrics of escalating a random share `rate` of examples to A.
+
+    The other examples keep B's action. Accuracy is the exact expectation over the examples that
+    both A and B ran. The cost is one cheap call, one verifier call and `rate` strong calls.
+    """
+    a_by_id = {row.example_id: row for row in a_rows}
+    pairs = [(a_by_id[row.example_id], row) for row in b_rows if row.example_id in a_by_id]
+    kind = [rate * a.kind_correct + (1 - rate) * b.kind_correct for a, b in pairs]
+    full = [rate * a.full_correct + (1 - rate) * b.full_correct for a, b in pairs]
+    # NOTE: the verifier's FLOPs are not included, because A and B rows carry no verifier calls.
+    flops = _mean([b.flops + rate * a.flops for a, b in pairs])
+    cost = float(
+        prices.get("cheap", Decimal(0))
+        + prices.get("verifier", Decimal(0))
+        + Decimal(str(rate)) * prices.get("strong", Decimal(0))
+    )
+    return MetricRow(
+        name="random-escalation",
+        role="reference",
+        n=len(pairs),
+        kind_accuracy=_mean(kind),
+        kind_accuracy_ci=bootstrap_ci(kind, resamples=resamples, seed=seed),
+        full_accuracy=_mean(full),
+        full_accuracy_ci=bootstrap_ci(full, resamples=resamples, seed=seed),
+        cost=cost,
+        flops=flops,
+        flops_vs_a=_ratio(flops, a_flops),
+        description=f"B with a random {rate:.1%} of examples escalated to A, D's escalation rate",
+    )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(math.fsum(values) / len(values)) if values else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def _difference(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else value - base

@@ -1,0 +1,200 @@
+"""What the CLI commands do, kept apart from argument parsing so that tests can call it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from spec_agent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("torch", "transformers", "langgraph", "langchain-core", "sqlalchemy", "peft", "trl")
+
+
+def default_dataset_dir() -> Path:
+    """Return the folder of the built-in BFCL dataset inside the asset cache."""
+    from spec_agent.assets import cache_dir
+
+    return cache_dir() / "datasets" / "bfcl"
+
+
+def build_bfcl_dataset(out: Path | None, *, console: Console) -> Any:
+    """Build the BFCL train and eval splits from the fetched `bfcl-eval` asset."""
+    from spec_agent.assets import resolve_data
+    from spec_agent.eval.dataset import build_dataset
+
+    root = resolve_data("bfcl-eval")
+    with _progress(console) as progress:
+        task = progress.add_task("Converting BFCL", total=None)
+
+        def advance(step: int, total: int | None, description: str) -> None:
+            progress.update(task, advance=step, total=total, description=description)
+
+        return build_dataset(root, out or default_dataset_dir(), progress=advance)
+
+
+def load_eval_examples(dataset: Path | None, *, console: Console) -> tuple[list[Any], Path]:
+    """Load the eval examples from `dataset`, or from the built-in BFCL split (built if missing)."""
+    from spec_agent.eval.schema import read_examples
+
+    if dataset is not None:
+        return read_examples(dataset), dataset
+    folder = default_dataset_dir()
+    path = folder / "eval.jsonl"
+    if not path.exists():
+        console.print(f"Building the BFCL dataset in {folder} (first run only)")
+        build_bfcl_dataset(folder, console=console)
+    return read_examples(path), path
+
+
+def run_bench(
+    config: Any,
+    *,
+    dataset: Path | None,
+    out: Path,
+    store_url: str | None,
+    resume: str | None,
+    threads: int,
+    console: Console,
+) -> Path:
+    """Run the benchmark, log every decision to the trace store and write the report."""
+    from spec_agent.db.store import SqlTraceStore
+    from spec_agent.eval.bench import select_examples
+    from spec_agent.eval.report import write_report
+
+    started = time.perf_counter()
+    examples, path = load_eval_examples(dataset, console=console)
+    selected = select_examples(examples, limit=config.limit, seed=config.seed)
+    console.print(
+        f"Running configurations {''.join(config.configurations)} on {len(selected)} of "
+        f"{len(examples)} eval examples from {path}"
+        + (" (--limit 0 runs all)" if len(selected) < len(examples) else "")
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    store = SqlTraceStore(store_url or f"sqlite:///{(out / 'traces.sqlite').resolve()}")
+    runner, cost_model = _make_runner(config, store, threads, console)
+    run_id = resume or store.start_run(name=config.name, config=_run_metadata(config, path, len(selected)))
+    run_dir = out / run_id
+    try:
+        _run_with_progress(runner, selected, run_id, console)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        console.print(f"[red]Run {run_id} failed; stored decisions are kept. Continue with --resume {run_id}.")
+        raise
+    store.finish_run(run_id, "finished")
+    for line in runner.throughput_lines():
+        console.print(line)
+    paths = write_report(store, run_id, run_dir, cost_model=cost_model)
+    console.print(f"Report: {run_dir / 'REPORT.md'} (wall time {time.perf_counter() - started:.0f}s)")
+    console.print((run_dir / "REPORT.md").read_text(encoding="utf-8").split("\n## ", 2)[1][:4000])
+    return Path(str(getattr(paths, "markdown", run_dir / "REPORT.md")))
+
+
+def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tuple[Any, Any]:
+    import torch
+
+    from spec_agent._memo import CachedModel
+    from spec_agent.cost import CostModel
+    from spec_agent.eval.bench import BenchRunner, Models
+    from spec_agent.hf import HFChatModel
+    from spec_agent.verifiers import ConfidenceVerifier
+
+    torch.set_num_threads(threads)
+    cheap = HFChatModel(config.cheap_model, role="cheap", seed=config.seed)
+    strong = HFChatModel(config.strong_model, role="strong", seed=config.seed)
+    with console.status("Loading models"):
+        for model in (cheap, strong):
+            started = time.perf_counter()
+            model.load()
+            console.print(f"Loaded {model.name} in {time.perf_counter() - started:.1f}s")
+    cost_model = CostModel(
+        parameters={"cheap": cheap.parameters, "strong": strong.parameters, "judge": strong.parameters}
+    )
+    models = Models(cheap=CachedModel(cheap), strong=CachedModel(strong), verifier=ConfidenceVerifier())
+    runner = BenchRunner(config=config, models=models, store=store, cost_model=cost_model)
+    return runner, cost_model
+
+
+def _run_with_progress(runner: Any, examples: list[Any], run_id: str, console: Console) -> None:
+    with _progress(console) as progress:
+        task = progress.add_task(f"Run {run_id[:8]}", total=len(examples))
+        runner.run(examples, run_id=run_id, on_example=lambda _example: progress.advance(task))
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _run_metadata(config: Any, dataset: Path, count: int) -> dict[str, Any]:
+    settings = config.to_dict()
+    return {
+        "settings": settings,
+        "config_hash": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16],
+        "dataset": str(dataset),
+        "dataset_sha256": _sha256(dataset),
+        "examples": count,
+        "git_commit": _git_commit(),
+        "package_versions": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def rebuild_report(store_url: str, run_id: str | None, out: Path) -> Path:
+    """Write the report of a stored run (the latest one when `run_id` is None)."""
+    from spec_agent.db.store import SqlTraceStore
+    from spec_agent.eval.report import write_report
+
+    store = SqlTraceStore(store_url)
+    if run_id is None:
+        latest = store.latest_run()
+        if latest is None:
+            raise ConfigError(f"The trace store {store_url!r} has no runs; run `spec-agent bench` first.")
+        run_id = latest.run_id
+    write_report(store, run_id, out / run_id)
+    return out / run_id / "REPORT.md"

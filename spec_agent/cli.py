@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from spec_agent._cli_assets import assets_app
+from spec_agent.eval.bench import DEFAULT_LIMIT
 from spec_agent.errors import SpecAgentError
 
 app = typer.Typer(

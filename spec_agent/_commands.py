@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from spec_agent.errors import ConfigError
@@ -97,9 +98,28 @@ def run_bench(
     for line in runner.throughput_lines():
         console.print(line)
     paths = write_report(store, run_id, run_dir, cost_model=cost_model)
-    console.print(f"Report: {run_dir / 'REPORT.md'} (wall time {time.perf_counter() - started:.0f}s)")
-    console.print((run_dir / "REPORT.md").read_text(encoding="utf-8").split("\n## ", 2)[1][:4000])
-    return Path(str(getattr(paths, "markdown", run_dir / "REPORT.md")))
+    console.print(_summary_table(json.loads(paths.results.read_text(encoding="utf-8"))))
+    console.print(f"Report: {paths.markdown} (wall time {time.perf_counter() - started:.0f}s)")
+    return paths.markdown
+
+
+def _summary_table(results: dict[str, Any]) -> Table:
+    table = Table(title="Configurations (full table in REPORT.md)")
+    for column in ("config", "kind acc [95% CI]", "full acc", "cost (calls)", "FLOPs vs A",
+                   "escalation", "latency p50 (s)"):
+        table.add_column(column)
+    for name, row in sorted(results["configs"].items()):
+        low, high = row["kind_accuracy_ci"]
+        table.add_row(
+            name,
+            f"{row['kind_accuracy']:.3f} [{low:.3f}, {high:.3f}]",
+            f"{row['full_accuracy']:.3f}",
+            f"{row['cost']:.3f}",
+            f"{row['flops_vs_a']:.2f}x" if row.get("flops_vs_a") is not None else "-",
+            "-" if row.get("escalation_rate") is None else f"{row['escalation_rate']:.3f}",
+            f"{row['latency_p50']:.2f}",
+        )
+    return table
 
 
 def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tuple[Any, Any]:

@@ -1,0 +1,155 @@
+"""The benchmark runner end to end on tiny models, a real SQLite trace store and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spec_agent._memo import CachedModel
+from spec_agent.actions import Action, ToolCall
+from spec_agent.cli import app
+from spec_agent.cost import CostModel
+from spec_agent.db.store import SqlTraceStore
+from spec_agent.errors import ConfigError
+from spec_agent.eval.bench import BenchConfig, BenchRunner, Models, select_examples
+from spec_agent.eval.schema import Example, write_examples
+from spec_agent.hf import GenerationConfig, HFChatModel
+from spec_agent.verifiers import ConfidenceVerifier
+from tests.tiny_models import build_causal_lm
+
+TOOLS = [{"name": "ls", "description": "List files.",
+          "parameters": {"type": "object", "properties": {"a": {"type": "boolean"}}}}]
+
+
+def make_examples(count: int) -> list[Example]:
+    return [
+        Example(
+            id=f"ex{index}",
+            source="test/synthetic",
+            scenario=f"s{index}",
+            messages=[{"role": "user", "content": f"List the files, request {index}."}],
+            tools=TOOLS,
+            action=Action(kind="file_read", tool_calls=(ToolCall(name="ls", arguments={}),)),
+        )
+        for index in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    cheap = build_causal_lm(tmp_path_factory.mktemp("cheap"), seed=1)
+    strong = build_causal_lm(tmp_path_factory.mktemp("strong"), seed=2)
+    return str(cheap), str(strong)
+
+
+def make_runner(tiny_dirs, store, configurations="ABCDE"):
+    generation = GenerationConfig(max_new_tokens=6)
+    cheap = HFChatModel(tiny_dirs[0], role="cheap", generation=generation)
+    strong = HFChatModel(tiny_dirs[1], role="strong", generation=generation)
+    models = Models(cheap=CachedModel(cheap), strong=CachedModel(strong), verifier=ConfidenceVerifier())
+    config = BenchConfig(configurations=tuple(configurations), limit=0)
+    return BenchRunner(config=config, models=models, store=store, cost_model=CostModel())
+
+
+def test_runner_stores_every_configuration(tiny_dirs, tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    runner = make_runner(tiny_dirs, store)
+    run_id = store.start_run(name="test", config={})
+    runner.run(make_examples(3), run_id=run_id)
+    rows = store.decisions(run_id)
+    assert len(rows) == 15
+    assert {row.config for row in rows} == set("ABCDE")
+    assert {row.decision for row in rows if row.config == "A"} == {"direct"}
+    assert {row.decision for row in rows if row.config == "B"} == {"unverified"}
+    assert all(row.cost > 0 for row in rows)
+
+
+def test_runner_computes_shared_calls_once(tiny_dirs, tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    runner = make_runner(tiny_dirs, store)
+    run_id = store.start_run(name="test", config={})
+    runner.run(make_examples(2), run_id=run_id)
+    # Per example: one greedy and one sampled cheap call; the strong action and one judge call.
+    assert runner.models.cheap.misses == 4
+    assert runner.models.cheap.hits > 0
+    assert runner.stats["cheap"].calls == 2 * 3
+    a_cost = {row.example_id: row.cost for row in store.decisions(run_id, "A")}
+    assert set(a_cost.values()) == {1}
+
+
+def test_resume_skips_stored_examples(tiny_dirs, tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    run_id = store.start_run(name="test", config={})
+    make_runner(tiny_dirs, store, "AB").run(make_examples(2), run_id=run_id)
+    resumed = make_runner(tiny_dirs, store, "AB")
+    resumed.run(make_examples(3), run_id=run_id)
+    assert len(store.decisions(run_id)) == 6
+    assert resumed.models.strong.misses == 1
+
+
+def test_failure_keeps_committed_examples(tiny_dirs, tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    runner = make_runner(tiny_dirs, store, "B")
+    run_id = store.start_run(name="test", config={})
+    seen = []
+
+    def stop_after_first(example):
+        seen.append(example.id)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(make_examples(3), run_id=run_id, on_example=stop_after_first)
+    assert [row.example_id for row in store.decisions(run_id)] == ["ex0"]
+
+
+def test_select_examples_is_seeded():
+    examples = make_examples(20)
+    first = [example.id for example in select_examples(examples, limit=5, seed=3)]
+    again = [example.id for example in select_examples(examples, limit=5, seed=3)]
+    other = [example.id for example in select_examples(examples, limit=5, seed=4)]
+    assert first == again
+    assert first != other
+    assert len(select_examples(examples, limit=0, seed=3)) == 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"configurations": ("F",)}, "Unknown configuration"), ({"limit": -1}, "limit"),
+     ({"thresholds": {"verifier": 2.0}}, "outside"), ({"thresholds": {"jduge": 0.5}}, "jduge")],
+)
+def test_bench_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        BenchConfig(**kwargs)
+
+
+def test_cli_bench_writes_report(tiny_dirs, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "ABD",
+    ])
+    assert result.exit_code == 0, result.output
+    run_dir = next(path for path in out.iterdir() if path.is_dir())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (run_dir / "REPORT.md").exists()
+    assert (run_dir / "frontier.png").stat().st_size > 1000
+    assert "examples/s" in result.output
+    assert set(results["configs"]) == {"A", "B", "D"}
+    assert [results["configs"][name]["n"] for name in "ABD"] == [3, 3, 3]
+    assert results["configs"]["A"]["cost"] == 1.0
+
+
+def test_cli_bench_unknown_model_lists_fix(tmp_path):
+    dataset = write_examples(make_examples(1), tmp_path / "eval.jsonl")
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--out", str(tmp_path / "runs"),
+        "--cheap-model", str(tmp_path / "missing-model"),
+    ])
+    assert result.exit_code == 2
+    assert "missing-model" in result.output

@@ -25,7 +25,7 @@ test: assets
 	$(OFFLINE) OMP_NUM_THREADS=1 $(BIN)/pytest tests
 
 benchmarks: assets
-	$(OFFLINE) $(BIN)/pytest benchmarks --benchmark-only
+	$(OFFLINE) $(BIN)/pytest benchmarks -s --benchmark-columns=mean,rounds
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

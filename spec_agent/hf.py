@@ -59,6 +59,8 @@ class HFChatModel:
         role: Cost role of this model's calls (`cheap`, `strong`, ...).
         generation: Decoding settings.
         seed: Base seed; sampling for a prompt uses `seed` plus the caller's seed.
+        reuse_prefix: Keep the KV cache of the latest prompt and prefill only the tokens a new
+            prompt does not share with it. Off, every call prefills its whole prompt.
     """
 
     def __init__(
@@ -68,11 +70,13 @@ class HFChatModel:
         role: Role,
         generation: GenerationConfig | None = None,
         seed: int = 0,
+        reuse_prefix: bool = True,
     ) -> None:
         self.name = model
         self.role = role
         self.generation = generation or GenerationConfig()
         self.seed = seed
+        self.reuse_prefix = reuse_prefix
         self._lock = threading.RLock()
         self._model: Any = None
         self._cache: Any = None
@@ -191,7 +195,7 @@ class HFChatModel:
         """
         from transformers import DynamicCache
 
-        keep = self._common_prefix(ids)
+        keep = self._common_prefix(ids) if self.reuse_prefix else 0
         if keep == 0:
             self._cache, self._cached_ids = DynamicCache(), ids[:, :0]
         else:

@@ -50,7 +50,7 @@ _KIND_PATTERN = re.compile(
 )
 _KIND_BY_LOWER = {kind.lower(): kind for kind in ACTION_KINDS}
 # BFCL's multi-turn tool docs open with the same sentence about the owning API class before the
-# actual description; it costs tokens and says nothing about the tool.
+# actual description. It costs tokens and adds nothing about the tool.
 _BOILERPLATE = re.compile(r"^This tool belongs to .*?Tool description: ", re.IGNORECASE)
 
 
@@ -168,7 +168,7 @@ def _parse(text: str) -> Action:
 
 
 def _parse_calls(payload: str) -> tuple[ToolCall, ...]:
-    # A model may keep talking after the call; the first line usually holds the whole call.
+    # A model may keep generating after the call, so fall back to the first line alone.
     for candidate in (payload, payload.splitlines()[0] if payload else ""):
         try:
             tree = ast.parse(candidate.strip().rstrip(";"), mode="eval")

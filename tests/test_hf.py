@@ -88,3 +88,11 @@ def test_prefix_reuse_matches_fresh_computation(tiny_model):
     assert generations[0].text == expected_text
     assert again[0].text == expected_text
     assert 0 < again_calls[0].reused_tokens < again_calls[0].prompt_tokens
+
+
+def test_prefix_reuse_can_be_disabled(tiny_model):
+    model = HFChatModel(tiny_model.name, role="cheap", reuse_prefix=False)
+    first, _ = model.generate(CHAT)
+    second, calls = model.generate(CHAT)
+    assert calls[0].reused_tokens == 0
+    assert first[0].text == second[0].text

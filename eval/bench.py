@@ -214,13 +214,19 @@ class BenchRunner:
 
     def throughput_lines(self) -> list[str]:
         """Describe each model pass: calls, examples/s and tokens/s over computed calls."""
-        lines = []
-        for role, stats in sorted(self.stats.items()):
-            seconds = max(stats.seconds, 1e-9)
-            lines.append(
-                f"{role}: {stats.calls} calls on {len(stats.examples)} examples in {stats.seconds:.1f}s"
-                f" - {len(stats.examples) / seconds:.2f} examples/s, {stats.tokens / seconds:.0f} tokens/s"
-            )
-        return lines
+        return throughput_lines(self.stats)
 
 
+def throughput_lines(stats: dict[str, PassStats]) -> list[str]:
+    """Describe each model pass: calls, examples/s and tokens/s over computed calls.
+
+    Seconds add up across worker processes, so with several workers the rates are per process.
+    """
+    lines = []
+    for role, item in sorted(stats.items()):
+        seconds = max(item.seconds, 1e-9)
+        lines.append(
+            f"{role}: {item.calls} calls on {len(item.examples)} examples in {item.seconds:.1f}s"
+            f" - {len(item.examples) / seconds:.2f} examples/s, {item.tokens / seconds:.0f} tokens/s"
+        )
+    return lines

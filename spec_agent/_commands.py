@@ -69,8 +69,13 @@ def run_bench(
     resume: str | None,
     threads: int,
     console: Console,
+    workers: int = 1,
 ) -> Path:
-    """Run the benchmark, log every decision to the trace store and write the report."""
+    """Run the benchmark, log every decision to the trace store and write the report.
+
+    With `workers` > 1 the examples are sharded over that many processes, each loading its own
+    models and writing to the same store; `threads` is then the torch thread count per process.
+    """
     from spec_agent.db.store import SqlTraceStore
     from spec_agent.eval.bench import select_examples
     from spec_agent.eval.report import write_report
@@ -84,18 +89,25 @@ def run_bench(
         + (" (--limit 0 runs all)" if len(selected) < len(examples) else "")
     )
     out.mkdir(parents=True, exist_ok=True)
-    store = SqlTraceStore(store_url or f"sqlite:///{(out / 'traces.sqlite').resolve()}")
-    runner, cost_model = _make_runner(config, store, threads, console)
+    store_url = store_url or f"sqlite:///{(out / 'traces.sqlite').resolve()}"
+    store = SqlTraceStore(store_url)
     run_id = resume or store.start_run(name=config.name, config=_run_metadata(config, path, len(selected)))
     run_dir = out / run_id
     try:
-        _run_with_progress(runner, selected, run_id, console)
+        if workers > 1:
+            stats, cost_model = _run_sharded(config, selected, run_id, store_url, workers, threads, console)
+        else:
+            runner, cost_model = _make_runner(config, store, threads, console)
+            _run_with_progress(runner, selected, run_id, console)
+            stats = runner.stats
     except BaseException:
         store.finish_run(run_id, "failed")
         console.print(f"[red]Run {run_id} failed; stored decisions are kept. Continue with --resume {run_id}.")
         raise
     store.finish_run(run_id, "finished")
-    for line in runner.throughput_lines():
+    from spec_agent.eval.bench import throughput_lines
+
+    for line in throughput_lines(stats):
         console.print(line)
     paths = write_report(store, run_id, run_dir, cost_model=cost_model)
     console.print(_summary_table(json.loads(paths.results.read_text(encoding="utf-8"))))
@@ -145,6 +157,56 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
     models = Models(cheap=CachedModel(cheap), strong=CachedModel(strong), verifier=ConfidenceVerifier())
     runner = BenchRunner(config=config, models=models, store=store, cost_model=cost_model)
     return runner, cost_model
+
+
+def _run_sharded(
+    config: Any, examples: list[Any], run_id: str, store_url: str, workers: int, threads: int,
+    console: Console,
+) -> tuple[dict[str, Any], Any]:
+    """Run shards of `examples` in worker processes; show progress by polling the store."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    from spec_agent.db.store import SqlTraceStore
+
+    shards = [examples[index::workers] for index in range(workers)]
+    store = SqlTraceStore(store_url)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _progress(console) as progress:
+        futures = [pool.submit(_run_shard, config, shard, run_id, store_url, threads) for shard in shards if shard]
+        task = progress.add_task(f"Run {run_id[:8]} on {workers} workers", total=len(examples))
+        pending = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=2.0)
+            progress.update(task, completed=_finished_examples(store, run_id, config))
+        results = [future.result() for future in futures]
+    return _merge_stats([stats for stats, _ in results]), results[0][1]
+
+
+def _run_shard(config: Any, shard: list[Any], run_id: str, store_url: str, threads: int) -> tuple[dict[str, Any], Any]:
+    from spec_agent.db.store import SqlTraceStore
+
+    runner, cost_model = _make_runner(config, SqlTraceStore(store_url), threads, Console(quiet=True))
+    runner.run(shard, run_id=run_id)
+    return runner.stats, cost_model
+
+
+def _finished_examples(store: Any, run_id: str, config: Any) -> int:
+    return min(len(store.done_example_ids(run_id, letter)) for letter in config.configurations)
+
+
+def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    from spec_agent.eval.bench import PassStats
+
+    merged: dict[str, PassStats] = {}
+    for stats in parts:
+        for role, item in stats.items():
+            total = merged.setdefault(role, PassStats())
+            total.calls += item.calls
+            total.tokens += item.tokens
+            total.seconds += item.seconds
+            total.examples |= item.examples
+    return merged
 
 
 def _run_with_progress(runner: Any, examples: list[Any], run_id: str, console: Console) -> None:

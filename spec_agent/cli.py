@@ -12,7 +12,7 @@ from rich.console import Console
 
 from spec_agent._cli_assets import assets_app
 from spec_agent.eval.bench import DEFAULT_LIMIT
-from spec_agent.errors import SpecAgentError
+from spec_agent.errors import ConfigError, SpecAgentError
 
 app = typer.Typer(
     name="spec-agent",
@@ -71,13 +71,16 @@ def bench(
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory or hub id.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
     verifier_threshold: Annotated[float, typer.Option(help="Verifier score needed to accept (D, E).")] = 0.5,
-    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 uses every core.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
 ) -> None:
     """Run configurations A-E over the eval set and write REPORT.md, results.json and frontier.png."""
     from spec_agent import _commands
     from spec_agent.eval.bench import BenchConfig
 
     try:
+        if workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}.")
         config = BenchConfig(
             configurations=tuple(configs.upper()),
             limit=limit,
@@ -92,8 +95,9 @@ def bench(
             out=out,
             store_url=store,
             resume=resume,
-            threads=threads or os.cpu_count() or 1,
+            threads=threads or max(1, (os.cpu_count() or 1) // max(workers, 1)),
             console=console,
+            workers=workers,
         )
     except SpecAgentError as error:
         _fail(error)

@@ -153,3 +153,18 @@ def test_cli_bench_unknown_model_lists_fix(tmp_path):
     ])
     assert result.exit_code == 2
     assert "missing-model" in result.output
+
+
+def test_cli_bench_shards_over_workers(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(4), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+        "--workers", "2", "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "AB",
+    ])
+    assert result.exit_code == 0, result.output
+    store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+    rows = store.decisions(store.latest_run().run_id)
+    assert sorted((row.config, row.example_id) for row in rows) == sorted(
+        (config, f"ex{index}") for config in "AB" for index in range(4)
+    )

@@ -590,7 +590,9 @@ def parse_call(text: str, *, parameter_names: Callable[[str], list[str]] | None 
             positional arguments.
 
     Raises:
-        ValueError: The string is not such a call, or a positional argument cannot be named.
+        SyntaxError: The string is not Python syntax.
+        ValueError: The string is not such a call, an argument is not a literal, or a positional
+            argument cannot be named.
     """
     node = ast.parse(text.strip(), mode="eval").body
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
@@ -602,12 +604,20 @@ def parse_call(text: str, *, parameter_names: Callable[[str], list[str]] | None 
         if len(names) < len(node.args):
             raise ValueError(f"cannot name the positional arguments of {text!r}")
         for param, value in zip(names, node.args):
-            arguments[param] = ast.literal_eval(value)
+            arguments[param] = _literal(value, text)
     for keyword in node.keywords:
         if keyword.arg is None:
             raise ValueError(f"'**' arguments are not supported: {text!r}")
-        arguments[keyword.arg] = ast.literal_eval(keyword.value)
+        arguments[keyword.arg] = _literal(keyword.value, text)
     return ToolCall(name=name, arguments=arguments)
+
+
+def _literal(node: ast.expr, text: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (TypeError, RecursionError, MemoryError) as error:
+        # An unhashable set member or dict key (`{[1]: 2}`) fails as TypeError while building it.
+        raise ValueError(f"invalid literal in {text[:200]!r}: {error}") from error
 
 
 def _signature_parameters(environment: Environment, name: str) -> list[inspect.Parameter]:

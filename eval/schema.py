@@ -70,6 +70,11 @@ class Example:
         Raises:
             DatasetError: A field is missing or malformed; the message names file, row id and field.
         """
+        if not isinstance(row, dict):
+            raise DatasetError(
+                f"{origin}: a row is a {type(row).__name__}, not a JSON object with the fields "
+                f"{', '.join(REQUIRED_FIELDS)}."
+            )
         row_id = row.get("id", "<no id>")
         for name in REQUIRED_FIELDS:
             if name not in row or row[name] is None:
@@ -110,7 +115,12 @@ def _check_tools(tools: Any, origin: str, row_id: Any) -> None:
 
 def _parse_action(data: Any, origin: str, row_id: Any) -> Action:
     if isinstance(data, str):
-        data = json.loads(data)
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise DatasetError(
+                f"{origin}: row {row_id!r} field 'action' is a string but not valid JSON: {error}"
+            ) from error
     if not isinstance(data, dict) or data.get("kind") not in ACTION_KINDS:
         kind = data.get("kind") if isinstance(data, dict) else data
         raise DatasetError(

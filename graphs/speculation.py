@@ -5,23 +5,31 @@
         \\-- (no proposer) ------------> fallback
 
 Every configuration of the benchmark and every wrapped agent runs through this graph; the nodes
-are thin shells over the decision functions in `spec_agent.decision`.
+are thin shells over the decision functions in `spec_agent.decision`. Each node has a sync and an
+async path around one shared body: `invoke` calls the models one after the other, `ainvoke` runs
+the N proposals of a step, and their verifications, concurrently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 
+from spec_agent.actions import ACTION_KINDS
 from spec_agent.cost import CostModel, ModelCall
-from spec_agent.decision import Decision, Proposal, check_threshold, decide
+from spec_agent.decision import Decision, Proposal, check_threshold, pick, verdict
 from spec_agent.errors import ConfigError, SpecAgentRuntimeError
-from spec_agent.proposers import Proposer
-from spec_agent.verifiers import Verifier
+from spec_agent.proposers import Proposer, apropose
+from spec_agent.verifiers import Verifier, ascore
+
+_Result = TypeVar("_Result")
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ def build_speculation_graph(
     threshold: float = 0.5,
     cost_model: CostModel | None = None,
     name: str = "speculation",
+    thresholds_by_kind: Mapping[str, float] | None = None,
+    checkpointer: Any = None,
 ) -> Any:
     """Build and compile the propose -> verify -> fallback graph.
 
@@ -67,6 +77,10 @@ def build_speculation_graph(
         threshold: Verifier score at or above which a proposal is accepted, in [0, 1].
         cost_model: Prices the calls of each decision; defaults to `CostModel()`.
         name: Graph name shown in LangGraph traces.
+        thresholds_by_kind: Threshold per action kind of the proposal, overriding `threshold`
+            for those kinds (e.g. a stricter one for `final_answer`).
+        checkpointer: Passed to `compile`; `False` keeps a graph that runs inside another graph's
+            node from writing checkpoints of its own.
 
     Raises:
         ConfigError: The combination of arguments cannot make a decision.
@@ -79,25 +93,38 @@ def build_speculation_graph(
         n_proposals=n_proposals,
         threshold=threshold,
         cost_model=cost_model or CostModel(),
+        thresholds_by_kind=_check_kind_thresholds(thresholds_by_kind),
     )
     graph = StateGraph(SpeculationState)
     graph.add_node("finalize", nodes.finalize)
     graph.add_edge("finalize", END)
     if fallback is not None:
-        graph.add_node("fallback", nodes.run_fallback)
+        graph.add_node("fallback", RunnableLambda(nodes.run_fallback, nodes.arun_fallback))
         graph.add_edge("fallback", "finalize")
     if proposer is None:
         graph.add_edge(START, "fallback")
-        return graph.compile(name=name)
-    graph.add_node("propose", nodes.propose)
+        return graph.compile(name=name, checkpointer=checkpointer)
+    graph.add_node("propose", RunnableLambda(nodes.propose, nodes.apropose))
     graph.add_edge(START, "propose")
     if verifier is None:
         graph.add_edge("propose", "finalize")
-        return graph.compile(name=name)
-    graph.add_node("verify", nodes.verify)
+        return graph.compile(name=name, checkpointer=checkpointer)
+    graph.add_node("verify", RunnableLambda(nodes.verify, nodes.averify))
     graph.add_edge("propose", "verify")
     graph.add_conditional_edges("verify", route_after_verify, ["finalize", "fallback"])
-    return graph.compile(name=name)
+    return graph.compile(name=name, checkpointer=checkpointer)
+
+
+def _check_kind_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    checked = {}
+    for kind, value in (thresholds or {}).items():
+        if kind not in ACTION_KINDS:
+            raise ConfigError(
+                f"Unknown action kind {kind!r} in thresholds_by_kind; expected one of "
+                f"{', '.join(ACTION_KINDS)}."
+            )
+        checked[kind] = check_threshold(value)
+    return checked
 
 
 def _check_arguments(
@@ -124,7 +151,11 @@ def route_after_verify(state: SpeculationState) -> Literal["finalize", "fallback
 
 
 class _Nodes:
-    """The node functions, bound to one set of models and one policy."""
+    """The node functions, bound to one set of models and one policy.
+
+    Each model-calling node has a sync and an async method; both run the model through
+    `_capture`/`_acapture` and hand the result to one shared function that builds the update.
+    """
 
     def __init__(
         self,
@@ -135,6 +166,7 @@ class _Nodes:
         n_proposals: int,
         threshold: float,
         cost_model: CostModel,
+        thresholds_by_kind: dict[str, float] | None = None,
     ) -> None:
         self.proposer = proposer
         self.verifier = verifier
@@ -142,41 +174,72 @@ class _Nodes:
         self.n_proposals = n_proposals
         self.threshold = threshold
         self.cost_model = cost_model
+        self.thresholds_by_kind = thresholds_by_kind or {}
 
     def propose(self, state: SpeculationState) -> dict[str, Any]:
         """Ask the proposer for candidates; a proposer failure leaves none, which escalates."""
         assert self.proposer is not None
-        try:
-            proposals, calls = self.proposer.propose(
-                state["messages"], state["tools"], n=self.n_proposals, seed=state.get("seed", 0)
-            )
-        except GraphBubbleUp:
-            raise
-        except Exception as error:  # noqa: BLE001 - any proposer failure must fall back, not crash
+        result = _capture(lambda: self.proposer.propose(  # type: ignore[union-attr]
+            state["messages"], state["tools"], n=self.n_proposals, seed=state.get("seed", 0)
+        ))
+        return self._proposed(state, result)
+
+    async def apropose(self, state: SpeculationState) -> dict[str, Any]:
+        """Async `propose`: the N proposals run concurrently when the proposer supports it."""
+        assert self.proposer is not None
+        result = await _acapture(lambda: apropose(
+            self.proposer, state["messages"], state["tools"], n=self.n_proposals,  # type: ignore[arg-type]
+            seed=state.get("seed", 0),
+        ))
+        return self._proposed(state, result)
+
+    def _proposed(self, state: SpeculationState, result: tuple[Any, Exception | None]) -> dict[str, Any]:
+        value, error = result
+        if error is not None:
+            assert self.proposer is not None
+            message = describe_error(error)
             logger.warning("Proposer %s failed on %s: %s", self.proposer.name, state.get("step_id"),
-                           error)
-            return {"proposals": [], "calls": [], "errors": [f"proposer: {error}"]}
+                           message)
+            return {"proposals": [], "calls": [], "errors": [f"proposer: {message}"]}
+        proposals, calls = value
         return {"proposals": proposals, "calls": calls}
 
     def verify(self, state: SpeculationState) -> dict[str, Any]:
-        """Score every proposal, then accept the best one at or above the threshold."""
+        """Score every proposal, then accept the best one at or above its threshold."""
         proposals = state.get("proposals", [])
-        scores: list[float | None] = []
-        calls: list[ModelCall] = []
-        errors: list[str] = []
-        for proposal in proposals:
-            score, score_calls, error = self._score(state, proposal)
-            scores.append(score)
-            calls.extend(score_calls)
-            errors.extend([error] if error else [])
-        outcome = decide(tuple(proposals), tuple(scores), self.threshold)
+        results = [self._score(state, proposal) for proposal in proposals]
+        return self._verified(proposals, results)
+
+    async def averify(self, state: SpeculationState) -> dict[str, Any]:
+        """Async `verify`: the proposals are scored concurrently."""
+        proposals = state.get("proposals", [])
+        results = await asyncio.gather(*(self._ascore(state, proposal) for proposal in proposals))
+        return self._verified(proposals, list(results))
+
+    def _verified(
+        self,
+        proposals: list[Proposal],
+        results: list[tuple[float | None, list[ModelCall], str | None]],
+    ) -> dict[str, Any]:
+        scores = [score for score, _, _ in results]
+        calls = [call for _, score_calls, _ in results for call in score_calls]
+        errors = [error for _, _, error in results if error]
+        verdicts = tuple(
+            verdict(proposal, score, self.threshold_for(proposal))
+            for proposal, score in zip(proposals, scores, strict=True)
+        )
         return {
             "scores": scores,
-            "verdicts": list(outcome.verdicts),
-            "chosen": outcome.chosen,
+            "verdicts": list(verdicts),
+            "chosen": pick(tuple(scores), verdicts),
             "calls": calls,
             "errors": errors,
         }
+
+    def threshold_for(self, proposal: Proposal) -> float:
+        """Return the acceptance threshold of a proposal's action kind."""
+        kind = proposal.action.kind if proposal.action is not None else None
+        return self.thresholds_by_kind.get(kind, self.threshold) if kind else self.threshold
 
     def _score(
         self, state: SpeculationState, proposal: Proposal
@@ -184,29 +247,60 @@ class _Nodes:
         assert self.verifier is not None
         if not proposal.valid:
             return None, [], None
-        try:
-            score, calls = self.verifier.score(state["messages"], state["tools"], proposal)
-        except GraphBubbleUp:
-            raise
-        except Exception as error:  # noqa: BLE001 - a verifier failure counts as REJECT
+        result = _capture(lambda: self.verifier.score(  # type: ignore[union-attr]
+            state["messages"], state["tools"], proposal
+        ))
+        return self._scored(state, result)
+
+    async def _ascore(
+        self, state: SpeculationState, proposal: Proposal
+    ) -> tuple[float | None, list[ModelCall], str | None]:
+        assert self.verifier is not None
+        if not proposal.valid:
+            return None, [], None
+        result = await _acapture(lambda: ascore(self.verifier, state["messages"], state["tools"],
+                                                proposal))
+        return self._scored(state, result)
+
+    def _scored(
+        self, state: SpeculationState, result: tuple[Any, Exception | None]
+    ) -> tuple[float | None, list[ModelCall], str | None]:
+        value, error = result
+        if error is not None:
+            assert self.verifier is not None
+            # A verifier failure counts as REJECT: the decision fails closed.
+            message = describe_error(error)
             logger.warning("Verifier %s failed on %s: %s", self.verifier.name, state.get("step_id"),
-                           error)
-            return None, [], f"verifier: {error}"
+                           message)
+            return None, [], f"verifier: {message}"
+        score, calls = value
         return score, calls, None
 
     def run_fallback(self, state: SpeculationState) -> dict[str, Any]:
         """Let the fallback model act; its failure propagates with the step id."""
         assert self.fallback is not None
-        try:
-            proposals, calls = self.fallback.propose(
-                state["messages"], state["tools"], n=1, seed=state.get("seed", 0)
-            )
-        except GraphBubbleUp:
-            raise
-        except Exception as error:
+        result = _capture(lambda: self.fallback.propose(  # type: ignore[union-attr]
+            state["messages"], state["tools"], n=1, seed=state.get("seed", 0)
+        ))
+        return self._fallen_back(state, result)
+
+    async def arun_fallback(self, state: SpeculationState) -> dict[str, Any]:
+        """Async `run_fallback`."""
+        assert self.fallback is not None
+        result = await _acapture(lambda: apropose(
+            self.fallback, state["messages"], state["tools"], n=1,  # type: ignore[arg-type]
+            seed=state.get("seed", 0),
+        ))
+        return self._fallen_back(state, result)
+
+    def _fallen_back(self, state: SpeculationState, result: tuple[Any, Exception | None]) -> dict[str, Any]:
+        value, error = result
+        assert self.fallback is not None
+        if error is not None:
             raise SpecAgentRuntimeError(
                 f"Fallback model {self.fallback.name} failed on step {state.get('step_id')!r}: {error}"
             ) from error
+        proposals, calls = value
         return {"fallback": proposals[0], "calls": calls}
 
     def finalize(self, state: SpeculationState) -> dict[str, Any]:
@@ -232,6 +326,16 @@ class _Nodes:
         return {"decision": decision}
 
 
+def describe_error(error: BaseException) -> str:
+    """Return an error's type and message with secrets masked, cut to 200 characters.
+
+    Provider errors can quote the request, keys included, and this text reaches logs and traces.
+    """
+    from spec_agent.redaction import redact_secrets
+
+    return f"{type(error).__name__}: {redact_secrets(str(error))}"[:200]
+
+
 def _decision_kind(
     proposer: Proposer | None, verifier: Verifier | None, fallback: Proposal | None
 ) -> Literal["accept", "escalate", "direct", "unverified"]:
@@ -240,3 +344,28 @@ def _decision_kind(
     if verifier is None:
         return "unverified"
     return "escalate" if fallback is not None else "accept"
+
+
+def _capture(call: Callable[[], _Result]) -> tuple[_Result | None, Exception | None]:
+    """Run `call` and return its result or the exception it raised.
+
+    LangGraph's control-flow exceptions (`GraphBubbleUp`: interrupts, parent commands) propagate.
+    """
+    try:
+        return call(), None
+    except GraphBubbleUp:
+        raise
+    except Exception as error:  # noqa: BLE001 - the caller decides what a failure means
+        return None, error
+
+
+async def _acapture(
+    call: Callable[[], Awaitable[_Result]],
+) -> tuple[_Result | None, Exception | None]:
+    """Await `call()` and return its result or the exception it raised, as `_capture` does."""
+    try:
+        return await call(), None
+    except GraphBubbleUp:
+        raise
+    except Exception as error:  # noqa: BLE001 - the caller decides what a failure means
+        return None, error

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from spec_agent._cli_assets import assets_app
+from spec_agent._cli_episodes import episodes
 from spec_agent.eval.bench import DEFAULT_LIMIT
 from spec_agent.errors import ConfigError, SpecAgentError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(assets_app, name="assets")
 data_app = typer.Typer(help="Build and inspect next-action datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("episodes")(episodes)
 console = Console(stderr=True)
 
 

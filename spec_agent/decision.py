@@ -8,6 +8,9 @@ escalates to the fallback model.
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -15,6 +18,8 @@ from typing import Any, Literal
 from spec_agent.actions import Action
 from spec_agent.cost import ModelCall
 from spec_agent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 Verdict = Literal["ACCEPT", "REJECT"]
 DecisionKind = Literal["accept", "escalate", "direct", "unverified"]
@@ -118,12 +123,21 @@ def check_threshold(threshold: float) -> float:
 def verdict(proposal: Proposal, score: float | None, threshold: float) -> Verdict:
     """Return ACCEPT for a parsed proposal whose score reaches the threshold, else REJECT.
 
-    An unparsed proposal and a missing score (a verifier that failed) are rejected: the decision
-    fails closed.
+    An unparsed proposal, a missing score (a verifier that failed) and a score that is not a
+    probability in [0, 1] (NaN, out of range, not a number) are rejected: the decision fails closed.
     """
     if not proposal.valid or score is None:
         return "REJECT"
+    if not is_probability(score):
+        logger.warning("Verifier score %r is not a probability in [0, 1]; rejecting the proposal",
+                       score)
+        return "REJECT"
     return "ACCEPT" if score >= threshold else "REJECT"
+
+
+def is_probability(value: Any) -> bool:
+    """Return True for a real number in [0, 1]; False for NaN, other numbers and non-numbers."""
+    return isinstance(value, numbers.Real) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
 def pick(scores: tuple[float | None, ...], verdicts: tuple[Verdict, ...]) -> int | None:

@@ -21,3 +21,7 @@ class DatasetError(ConfigError):
 
 class SpecAgentRuntimeError(SpecAgentError, RuntimeError):
     """A failure while running a model, a verifier or the trace store."""
+
+
+class BudgetExceededError(SpecAgentRuntimeError):
+    """The cost budget of a run or a thread is spent; the message names the limit and the thread."""

@@ -146,6 +146,9 @@ class HFChatModel:
         if dropped:
             logger.warning("Prompt exceeded %s tokens; dropped its %s oldest messages (now %s tokens)",
                            limit, dropped, ids.shape[1])
+        if ids.shape[1] > limit:
+            logger.warning("Prompt of %s tokens still exceeds max_prompt_tokens=%s with only the system "
+                           "and last message left; sending it whole", ids.shape[1], limit)
         return ids
 
     def generate(

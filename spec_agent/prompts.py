@@ -17,7 +17,9 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import re
+import threading
 from typing import Any
 
 from spec_agent.actions import ACTION_KINDS, TOOL_KINDS, Action, ToolCall
@@ -132,11 +134,40 @@ def _message_call(call: dict[str, Any]) -> ToolCall:
     return ToolCall(name=function["name"], arguments=arguments)
 
 
+class _TruncationCounter:
+    """Count of tool results cut for prompts; the first cut in a process logs a warning."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def record(self, cut: int) -> None:
+        with self._lock:
+            self.count += 1
+            first = self.count == 1
+        if first:
+            logger.warning(
+                "Cut a tool result by %s characters to fit the prompt limit of %s characters; "
+                "later cuts are logged at DEBUG and counted by truncated_tool_results()",
+                cut, MAX_TOOL_OUTPUT_CHARS,
+            )
+        else:
+            logger.debug("Cut a tool result by %s characters for the prompt", cut)
+
+
+_truncations = _TruncationCounter()
+
+
+def truncated_tool_results() -> int:
+    """Return how many tool results this process has cut to `MAX_TOOL_OUTPUT_CHARS` in prompts."""
+    return _truncations.count
+
+
 def _truncate(text: str) -> str:
     if len(text) <= MAX_TOOL_OUTPUT_CHARS:
         return text
     cut = len(text) - MAX_TOOL_OUTPUT_CHARS
-    logger.debug("Truncated a tool result by %s characters for the prompt", cut)
+    _truncations.record(cut)
     return f"{text[:MAX_TOOL_OUTPUT_CHARS]}... [{cut} characters cut]"
 
 
@@ -149,7 +180,8 @@ def parse_action(text: str, *, confidence: float | None = None) -> Proposal:
     """
     try:
         action = _parse(text)
-    except (ValueError, SyntaxError, RecursionError, MemoryError) as error:
+    # TypeError: `ast.literal_eval` builds sets and dicts, so `{[1]: 2}` fails while hashing.
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as error:
         return Proposal(text=text, action=None, error=str(error)[:300], confidence=confidence)
     return Proposal(text=text, action=action, confidence=confidence)
 
@@ -194,5 +226,31 @@ def _call_from_node(node: ast.expr) -> ToolCall:
     for keyword in node.keywords:
         if keyword.arg is None:
             raise ValueError(f"call of {node.func.id!r} uses ** unpacking")
-        arguments[keyword.arg] = ast.literal_eval(keyword.value)
+        value = ast.literal_eval(keyword.value)
+        arguments[keyword.arg] = _json_value(value, f"argument {keyword.arg!r} of {node.func.id!r}")
     return ToolCall(name=node.func.id, arguments=arguments)
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """Return a literal as a JSON value: tuples become lists, anything JSON cannot hold raises.
+
+    Sets, bytes, complex numbers, Ellipsis, NaN, infinities and non-string keys would break the
+    trace store and tool-argument validation, so they make the proposal invalid.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value!r}; use a finite number")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, where) for item in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"{where} has the dict key {key!r:.40}; JSON keys are strings")
+        return {key: _json_value(item, where) for key, item in value.items()}
+    raise ValueError(
+        f"{where} is of type {type(value).__name__}; use JSON values (str, number, bool, None, "
+        "list, dict)"
+    )

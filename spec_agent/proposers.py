@@ -1,14 +1,30 @@
-"""Proposers: models that produce candidate actions for a context of messages and tools."""
+"""Proposers: models that produce candidate actions for a context of messages and tools.
+
+Any model can propose: a local transformers model (`LocalProposer`), a LangChain chat model
+prompted with the one-line action format (`LangChainProposer`), or a chat model with native tool
+calling (`ChatModelProposer`). `as_proposer` picks the right one for a model argument.
+
+Draft calls (every role but `strong`) run with LangGraph's `nostream` tag, so that
+`stream_mode="messages"` never shows a user a draft that the verifier may reject.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from spec_agent.actions import ACTION_KINDS, TOOL_KINDS, Action, ToolCall
 from spec_agent.cost import ModelCall, Role
 from spec_agent.decision import Proposal
-from spec_agent.prompts import parse_action, render_chat
+from spec_agent.errors import ConfigError
+from spec_agent.prompts import parse_action, render_action, render_chat
+
+NOSTREAM_TAG = "nostream"
+"""LangGraph's tag (`langgraph.constants.TAG_NOSTREAM`) that keeps a model call out of the
+`messages` stream."""
 
 
 @runtime_checkable
@@ -65,26 +81,226 @@ class LangChainProposer:
     def __init__(self, model: Any, *, role: Role = "cheap") -> None:
         self.model = model
         self.role = role
-        self.name = getattr(model, "model_name", None) or type(model).__name__
+        self.name = model_name(model)
 
     def propose(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
     ) -> tuple[list[Proposal], list[ModelCall]]:
-        """Invoke the chat model `n` times and parse each reply."""
+        """Invoke the chat model `n` times, one after the other, and parse each reply."""
         chat = render_chat(messages, tools)
-        proposals: list[Proposal] = []
-        calls: list[ModelCall] = []
-        for _ in range(n):
-            started = time.perf_counter()
-            reply = self.model.invoke(chat)
-            text = reply.content if isinstance(reply.content, str) else str(reply.content)
-            proposals.append(parse_action(text, confidence=_confidence(reply)))
-            calls.append(_usage_call(reply, self.role, self.name, time.perf_counter() - started))
+        timed = [_timed_invoke(self.model, chat, self.role) for _ in range(n)]
+        return self._parse(timed)
+
+    async def apropose(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
+    ) -> tuple[list[Proposal], list[ModelCall]]:
+        """Invoke the chat model `n` times concurrently and parse each reply."""
+        chat = render_chat(messages, tools)
+        timed = await asyncio.gather(*(_atimed_invoke(self.model, chat, self.role) for _ in range(n)))
+        return self._parse(list(timed))
+
+    def _parse(self, timed: list[tuple[Any, float]]) -> tuple[list[Proposal], list[ModelCall]]:
+        proposals = [parse_action(_text(reply), confidence=_confidence(reply)) for reply, _ in timed]
+        calls = [_usage_call(reply, self.role, self.name, latency) for reply, latency in timed]
         return proposals, calls
 
 
+class ChatModelProposer:
+    """A proposer over a LangChain chat model with native tool calling (`bind_tools`).
+
+    The tools are bound on each call, and the reply's `tool_calls` become the action. The action
+    kind follows one rule: the reply's `response_metadata["action_kind"]` when it names a kind that
+    fits the reply (a tool kind for calls, a text kind for text); else, for text, a leading
+    `<kind>:` prefix in the one-line action format; else `tool_call` for calls and `final_answer`
+    for text. A reply with malformed tool calls (`invalid_tool_calls`) or no content at all is an
+    invalid proposal, which the decision rejects.
+
+    Args:
+        model: A `BaseChatModel` that implements `bind_tools`.
+        role: Cost role of its calls; every role but `strong` runs with the `nostream` tag.
+    """
+
+    def __init__(self, model: Any, *, role: Role = "cheap") -> None:
+        self.model = model
+        self.role = role
+        self.name = model_name(model)
+        self._bound: dict[str, Any] = {}
+
+    def propose(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
+    ) -> tuple[list[Proposal], list[ModelCall]]:
+        """Invoke the tool-bound model `n` times, one after the other, and map each reply."""
+        model, chat = self._bind(tools), to_langchain_messages(messages)
+        timed = [_timed_invoke(model, chat, self.role) for _ in range(n)]
+        return self._parse(timed)
+
+    async def apropose(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
+    ) -> tuple[list[Proposal], list[ModelCall]]:
+        """Invoke the tool-bound model `n` times concurrently and map each reply."""
+        model, chat = self._bind(tools), to_langchain_messages(messages)
+        timed = await asyncio.gather(*(_atimed_invoke(model, chat, self.role) for _ in range(n)))
+        return self._parse(list(timed))
+
+    def _bind(self, tools: list[dict[str, Any]]) -> Any:
+        key = json.dumps(tools, sort_keys=True, default=str)
+        if key not in self._bound:
+            self._bound[key] = self.model.bind_tools(tools) if tools else self.model
+        return self._bound[key]
+
+    def _parse(self, timed: list[tuple[Any, float]]) -> tuple[list[Proposal], list[ModelCall]]:
+        proposals = [proposal_from_message(reply) for reply, _ in timed]
+        calls = [_usage_call(reply, self.role, self.name, latency) for reply, latency in timed]
+        return proposals, calls
+
+
+def proposal_from_message(reply: Any) -> Proposal:
+    """Map a chat model's `AIMessage` to a proposal by the kind rule of `ChatModelProposer`."""
+    confidence = _confidence(reply)
+    invalid = getattr(reply, "invalid_tool_calls", None) or []
+    if invalid:
+        names = [str(call.get("name")) for call in invalid]
+        return Proposal(text=_text(reply) or json.dumps(invalid, default=str)[:300], action=None,
+                        error=f"malformed tool call(s): {names}", confidence=confidence)
+    hinted = ((getattr(reply, "response_metadata", None) or {}).get("action_kind"))
+    if getattr(reply, "tool_calls", None):
+        return _tool_proposal(reply, hinted, confidence)
+    return _text_proposal(_text(reply), hinted, confidence)
+
+
+def _tool_proposal(reply: Any, hinted: Any, confidence: float | None) -> Proposal:
+    kind = hinted if hinted in TOOL_KINDS else "tool_call"
+    calls = []
+    for call in reply.tool_calls:
+        if not isinstance(call.get("args"), dict):
+            return Proposal(text=_text(reply), action=None, confidence=confidence,
+                            error=f"tool call {call.get('name')!r} has non-object arguments")
+        calls.append(ToolCall(name=str(call["name"]), arguments=dict(call["args"])))
+    action = Action(kind=kind, tool_calls=tuple(calls))
+    return Proposal(text=render_action(action), action=action, confidence=confidence)
+
+
+def _text_proposal(text: str, hinted: Any, confidence: float | None) -> Proposal:
+    if not text.strip():
+        return Proposal(text=text, action=None, error="empty reply", confidence=confidence)
+    if hinted in ACTION_KINDS and hinted not in TOOL_KINDS:
+        return Proposal(text=text, action=Action(kind=hinted, content=text.strip()),
+                        confidence=confidence)
+    parsed = parse_action(text, confidence=confidence)
+    if parsed.action is not None and parsed.action.kind not in TOOL_KINDS:
+        return parsed
+    action = Action(kind="final_answer", content=text.strip())
+    return Proposal(text=text, action=action, confidence=confidence)
+
+
+def model_name(model: Any) -> str:
+    """Return a readable name of a model: its `model_name`, `model` or `name`, else its class."""
+    for attribute in ("model_name", "model", "name"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
+def supports_tool_calling(model: Any) -> bool:
+    """Return True when a LangChain chat model overrides `bind_tools`."""
+    from langchain_core.language_models import BaseChatModel
+
+    bind_tools = getattr(type(model), "bind_tools", None)
+    return bind_tools is not None and bind_tools is not BaseChatModel.bind_tools
+
+
+def as_proposer(model: Any, *, role: Role) -> Proposer | None:
+    """Wrap a model argument as a proposer.
+
+    Args:
+        model: None; a `Proposer`; a string naming an embedded asset, a local directory or a hub id
+            (loaded with `HFChatModel`); an `HFChatModel`; or a LangChain `BaseChatModel`, which
+            gets native tool calling when it implements `bind_tools` and the one-line action
+            format otherwise.
+        role: Cost role of the model's calls.
+
+    Raises:
+        ConfigError: The argument is none of these.
+    """
+    from langchain_core.language_models import BaseChatModel
+
+    if model is None or isinstance(model, Proposer):
+        return model
+    if isinstance(model, str):
+        from spec_agent.hf import HFChatModel
+
+        return LocalProposer(HFChatModel(model, role=role))
+    if isinstance(model, BaseChatModel):
+        if supports_tool_calling(model):
+            return ChatModelProposer(model, role=role)
+        return LangChainProposer(model, role=role)
+    if callable(getattr(model, "generate", None)) and isinstance(getattr(model, "name", None), str):
+        return LocalProposer(model)
+    raise ConfigError(
+        f"Invalid model {type(model).__name__!r} for role {role!r}; pass a LangChain chat model, "
+        "an HFChatModel, a Proposer or a model name (asset, local directory or hub id)."
+    )
+
+
+async def apropose(
+    proposer: Proposer, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int,
+    seed: int,
+) -> tuple[list[Proposal], list[ModelCall]]:
+    """Run a proposer's async path: its `apropose`, else `propose` in a worker thread."""
+    method = getattr(proposer, "apropose", None)
+    if method is not None:
+        return await method(messages, tools, n=n, seed=seed)
+    return await asyncio.to_thread(proposer.propose, messages, tools, n=n, seed=seed)
+
+
+def to_langchain_messages(messages: list[dict[str, Any]]) -> list[Any]:
+    """Convert OpenAI-layout message dicts (this package's context format) to LangChain messages.
+
+    Keys outside the OpenAI layout (`action_kind`) are dropped; the kind survives in the
+    `AIMessage`'s `response_metadata`.
+    """
+    from langchain_core.messages import AIMessage, convert_to_messages
+
+    converted = []
+    for message in messages:
+        plain = {key: value for key, value in message.items() if key != "action_kind"}
+        item = convert_to_messages([plain])[0]
+        if isinstance(item, AIMessage) and message.get("action_kind"):
+            item.response_metadata["action_kind"] = message["action_kind"]
+        converted.append(item)
+    return converted
+
+
+def _draft_config(role: Role) -> dict[str, Any]:
+    return {} if role == "strong" else {"tags": [NOSTREAM_TAG]}
+
+
+def _timed_invoke(model: Any, chat: Any, role: Role) -> tuple[Any, float]:
+    started = time.perf_counter()
+    reply = model.invoke(chat, config=_draft_config(role))
+    return reply, time.perf_counter() - started
+
+
+async def _atimed_invoke(model: Any, chat: Any, role: Role) -> tuple[Any, float]:
+    started = time.perf_counter()
+    reply = await model.ainvoke(chat, config=_draft_config(role))
+    return reply, time.perf_counter() - started
+
+
+def _text(reply: Any) -> str:
+    content = getattr(reply, "content", "")
+    if isinstance(content, str):
+        return content
+    parts = [part.get("text", "") if isinstance(part, dict) else str(part) for part in content]
+    return "".join(parts)
+
+
 def _confidence(reply: Any) -> float | None:
-    logprobs = ((reply.response_metadata or {}).get("logprobs") or {}).get("content")
+    metadata = getattr(reply, "response_metadata", None) or {}
+    if isinstance(metadata.get("confidence"), (int, float)):
+        return float(metadata["confidence"])
+    logprobs = (metadata.get("logprobs") or {}).get("content")
     if not logprobs:
         return None
     values = [item["logprob"] for item in logprobs if "logprob" in item]

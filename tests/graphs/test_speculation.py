@@ -89,7 +89,7 @@ def test_verifier_failure_fails_closed():
     )
     result = run(graph)
     assert result["decision"].decision == "escalate"
-    assert result["errors"] == ["verifier: verifier timed out"]
+    assert result["errors"] == ["verifier: TimeoutError: verifier timed out"]
 
 
 def test_best_of_n_picks_highest_accepted():

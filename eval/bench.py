@@ -69,12 +69,20 @@ class BenchConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Models:
-    """The models of a run; any object with the methods of `HFChatModel` works."""
+    """The models of a run.
+
+    `cheap` and `strong` are local models (anything with the methods of `HFChatModel`, usually in a
+    `CachedModel`) or ready `Proposer`s, such as a `LangChainProposer` over a served model.
+    """
 
     cheap: Any
+    """Cheap proposer or the local model behind it."""
     strong: Any
+    """Strong model (fallback) or the local model behind it."""
     verifier: Any
     """A `Verifier` for the `verifier` configurations (D and E)."""
+    judge: Any = None
+    """A `Verifier` for configuration C; None asks the local strong model via `JudgeVerifier`."""
 
 
 @dataclass
@@ -143,12 +151,15 @@ class BenchRunner:
         self.models = models
         self.store = store
         self.cost_model = cost_model
+        cheap = models.cheap if hasattr(models.cheap, "propose") else LocalProposer(models.cheap)
+        strong = models.strong if hasattr(models.strong, "propose") else LocalProposer(models.strong)
+        judge = models.judge or JudgeVerifier(models.strong)
         self.graphs = {
             letter: build_configuration(
                 letter,
-                cheap=LocalProposer(models.cheap),
-                strong=LocalProposer(models.strong),
-                judge=JudgeVerifier(models.strong),
+                cheap=cheap,
+                strong=strong,
+                judge=judge,
                 verifier=models.verifier,
                 thresholds=config.thresholds,
                 cost_model=cost_model,

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from spec_agent.errors import ConfigError
+from spec_agent.serving import is_served, served_chat_model
 
 logger = logging.getLogger(__name__)
 
@@ -137,26 +138,41 @@ def _summary_table(results: dict[str, Any]) -> Table:
 def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tuple[Any, Any]:
     import torch
 
-    from spec_agent._memo import CachedModel
     from spec_agent.cost import CostModel
     from spec_agent.eval.bench import BenchRunner, Models
-    from spec_agent.hf import HFChatModel
     from spec_agent.verifiers import ConfidenceVerifier
 
     torch.set_num_threads(threads)
-    cheap = HFChatModel(config.cheap_model, role="cheap", seed=config.seed)
-    strong = HFChatModel(config.strong_model, role="strong", seed=config.seed)
     with console.status("Loading models"):
-        for model in (cheap, strong):
-            started = time.perf_counter()
-            model.load()
-            console.print(f"Loaded {model.name} in {time.perf_counter() - started:.1f}s")
+        cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console)
+        strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console)
+    # NOTE: served models report no parameter count, so their calls add no token FLOPs.
     cost_model = CostModel(
-        parameters={"cheap": cheap.parameters, "strong": strong.parameters, "judge": strong.parameters}
+        parameters={"cheap": cheap_parameters, "strong": strong_parameters, "judge": strong_parameters}
     )
-    models = Models(cheap=CachedModel(cheap), strong=CachedModel(strong), verifier=ConfidenceVerifier())
+    judge = None
+    if is_served(config.strong_model):
+        from spec_agent.verifiers import ChatModelJudge
+
+        judge = ChatModelJudge(served_chat_model(config.strong_model), role="judge")
+    models = Models(cheap=cheap, strong=strong, verifier=ConfidenceVerifier(), judge=judge)
     runner = BenchRunner(config=config, models=models, store=store, cost_model=cost_model)
     return runner, cost_model
+
+
+def _load_role(spec: str, role: Any, seed: int, console: Console) -> tuple[Any, float]:
+    """Return the model for one role and its parameter count (0 when served)."""
+    from spec_agent._memo import CachedModel
+    from spec_agent.hf import HFChatModel
+    from spec_agent.proposers import LangChainProposer
+
+    if is_served(spec):
+        return LangChainProposer(served_chat_model(spec), role=role), 0.0
+    model = HFChatModel(spec, role=role, seed=seed)
+    started = time.perf_counter()
+    model.load()
+    console.print(f"Loaded {model.name} in {time.perf_counter() - started:.1f}s")
+    return CachedModel(model), model.parameters
 
 
 def _run_sharded(

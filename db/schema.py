@@ -1,8 +1,15 @@
-"""Tables of the trace store: benchmark runs, one row per decision, and the schema version.
+"""Tables of the trace store: runs, one row per decision, its proposals and model calls.
 
 JSON-valued columns (`*_json`) hold sorted JSON text so that any SQL database can store them and a
-diff of two dumps stays readable. Costs are `Numeric(12, 4)` and read back as `Decimal`; token
-counts are integers.
+diff of two dumps stays readable. They are the record `DecisionRow` is rebuilt from. The
+`proposals` and `model_calls` tables repeat the same facts one row per proposal and per call, so
+that SQL queries (acceptance by kind, tokens by role) need no JSON functions. Costs are
+`Numeric(12, 4)` and read back as `Decimal`; token counts are integers.
+
+A decision row carries the LangGraph thread id, checkpoint id, step and node it was made at, so
+traces join with a checkpointer's tables on (thread_id, checkpoint_id).
+
+The Alembic scripts in `migrations/` create these tables; a test checks that they match this module.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     Numeric,
@@ -25,11 +33,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the table layout below; bump it with every incompatible change."""
 
 RUN_STATUSES = ("running", "finished", "failed")
 DECISION_KINDS = ("accept", "escalate", "direct", "unverified")
+PROPOSAL_SOURCES = ("proposal", "fallback")
+DECISION_KEY = ("run_id", "config", "example_id")
+"""Columns that identify one decision; the child tables reference them."""
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -72,6 +83,7 @@ class DecisionRecord(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "config", "example_id", name="uq_decisions_run_config_example"),
         Index("ix_decisions_run_config", "run_id", "config"),
+        Index("ix_decisions_thread_checkpoint", "thread_id", "checkpoint_id"),
         CheckConstraint(_one_of("decision", DECISION_KINDS), name="ck_decisions_decision"),
     )
 
@@ -83,7 +95,12 @@ class DecisionRecord(Base):
     scenario: Mapped[str] = mapped_column(Text)
     gold_kind: Mapped[str] = mapped_column(String(32))
     thread_id: Mapped[str | None] = mapped_column(Text)
+    """LangGraph thread id (`configurable.thread_id`) of the graph run that made the decision."""
+    checkpoint_id: Mapped[str | None] = mapped_column(Text)
+    """LangGraph checkpoint id the decision was made from, when a checkpointer was used."""
     step: Mapped[int | None] = mapped_column(Integer)
+    node: Mapped[str | None] = mapped_column(String(128))
+    """Name of the graph node that made the decision."""
     decision: Mapped[str] = mapped_column(String(16))
     proposals_json: Mapped[str] = mapped_column(Text)
     scores_json: Mapped[str] = mapped_column(Text)
@@ -105,3 +122,61 @@ class DecisionRecord(Base):
     latency_s: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ProposalRecord(Base):
+    """One proposal (or the fallback model's action) of one decision, with its score and verdict."""
+
+    __tablename__ = "proposals"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            list(DECISION_KEY),
+            [f"decisions.{column}" for column in DECISION_KEY],
+            name="fk_proposals_decision",
+        ),
+        CheckConstraint(_one_of("source", PROPOSAL_SOURCES), name="ck_proposals_source"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    config: Mapped[str] = mapped_column(String(8), primary_key=True)
+    example_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """`proposal` for the cheap model's candidates, `fallback` for the strong model's action."""
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """Index in sampling order; 0 for the fallback."""
+    valid: Mapped[bool] = mapped_column(Boolean)
+    """True when the text parsed into an action."""
+    kind: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(8))
+    chosen: Mapped[bool] = mapped_column(Boolean)
+    """True for the proposal whose action the agent took."""
+    confidence: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelCallRecord(Base):
+    """One model call of one decision: role, model and token usage."""
+
+    __tablename__ = "model_calls"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            list(DECISION_KEY),
+            [f"decisions.{column}" for column in DECISION_KEY],
+            name="fk_model_calls_decision",
+        ),
+        Index("ix_model_calls_run_role", "run_id", "role"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    config: Mapped[str] = mapped_column(String(8), primary_key=True)
+    example_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """Index of the call in the decision's call order."""
+    role: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    reused_tokens: Mapped[int] = mapped_column(Integer)
+    latency_s: Mapped[float] = mapped_column(Float)
+    cached: Mapped[bool] = mapped_column(Boolean)

@@ -2,7 +2,13 @@
 
 Every benchmark decision becomes one `DecisionRow`, keyed by (run, configuration, example). Writes
 are insert-or-ignore on that key, so a retried batch never duplicates a row, and every call commits
-its own transaction, so a failure later in a run loses nothing already written.
+its own transaction, so a failure later in a run loses nothing already written. One call writes its
+whole batch with one `executemany` per table: the decision rows and their normalised proposals and
+model calls.
+
+SQLite (the default) runs in WAL mode, and write transactions start with `BEGIN IMMEDIATE`, so
+concurrent writers queue on the busy timeout instead of failing when a read snapshot goes stale.
+PostgreSQL works through any SQLAlchemy URL such as `postgresql+psycopg://user@host/db`.
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spec_agent.actions import Action
+from spec_agent.db._normalise import call_values, proposal_values
+from spec_agent.db.migrate import prepare_schema
 from spec_agent.db.schema import (
     SCHEMA_VERSION,
-    Base,
     DecisionRecord,
+    ModelCallRecord,
+    ProposalRecord,
     RunRecord,
     SchemaVersionRecord,
 )
@@ -40,6 +49,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for a lock held by another process before failing."""
 
 _UNIQUE_KEY = ("run_id", "config", "example_id")
+_IN_CHUNK = 500
+"""Values per SQL `IN (...)` list, well below SQLite's limit on bound parameters."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +79,12 @@ class DecisionRow:
     final_action: dict[str, Any] | None = None
     final_kind: str | None = None
     thread_id: str | None = None
+    """LangGraph thread id of the graph run, to join with checkpoints."""
+    checkpoint_id: str | None = None
+    """LangGraph checkpoint id the decision was made from, when a checkpointer was used."""
     step: int | None = None
+    node: str | None = None
+    """Name of the graph node that made the decision."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_by_role: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -98,7 +114,9 @@ class DecisionRow:
         kind_correct: bool,
         full_correct: bool,
         thread_id: str | None = None,
+        checkpoint_id: str | None = None,
         step: int | None = None,
+        node: str | None = None,
         error: str | None = None,
     ) -> DecisionRow:
         """Build a row from a decision, taking tokens, cost, FLOPs and latency from it."""
@@ -124,7 +142,9 @@ class DecisionRow:
             final_action=action.to_dict() if action else None,
             final_kind=action.kind if action else None,
             thread_id=thread_id,
+            checkpoint_id=checkpoint_id,
             step=step,
+            node=node,
             prompt_tokens=prompt,
             completion_tokens=completion,
             tokens_by_role=by_role,
@@ -203,35 +223,41 @@ class TraceStore(Protocol):
 class SqlTraceStore:
     """Trace store over any SQLAlchemy database, with WAL mode and a busy timeout on SQLite."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        """Open the database at `url` and create missing tables.
+    def __init__(self, url: str, *, echo: bool = False, upgrade: bool = True) -> None:
+        """Open the database at `url`, creating or upgrading its tables.
 
         Args:
-            url: SQLAlchemy URL, e.g. `sqlite:///runs/traces.sqlite`; a SQLite file's folder is
+            url: SQLAlchemy URL, e.g. `sqlite:///runs/traces.sqlite` or
+                `postgresql+psycopg://user@127.0.0.1:5432/traces`; a SQLite file's folder is
                 created when missing.
             echo: Log every SQL statement (SQLAlchemy's `echo`).
+            upgrade: Migrate a store written by an older spec-agent to the current schema
+                (default). When False, such a store raises an error that names the upgrade command.
 
         Raises:
-            SpecAgentRuntimeError: The database cannot be opened or records another schema version.
+            SpecAgentRuntimeError: The database cannot be opened, needs an upgrade that `upgrade`
+                forbids, or records a schema version this spec-agent cannot read.
         """
         self.url = url
         self._engine = _create_engine(url, echo=echo)
+        # Reads begin deferred; writes take SQLite's write lock up front (see `_begin_sqlite`).
+        self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         try:
-            Base.metadata.create_all(self._engine)
+            with self._write_engine.begin() as connection:
+                self.upgraded_from = prepare_schema(connection, url=url, upgrade=upgrade)
             self._check_schema_version()
         except SQLAlchemyError as error:
+            self._engine.dispose()
             raise SpecAgentRuntimeError(
                 f"Failed to open trace store {url!r}: {error}. Check the URL and that its folder "
                 "is writable."
             ) from error
 
     def _check_schema_version(self) -> None:
-        with self._sessions.begin() as session:
+        with self._sessions() as session:
             stored = session.scalars(select(SchemaVersionRecord.version)).all()
-            if not stored:
-                session.add(SchemaVersionRecord(version=SCHEMA_VERSION, applied_at=_now()))
-                return
         if stored != [SCHEMA_VERSION]:
             raise SpecAgentRuntimeError(
                 f"Trace store {self.url!r} has schema version {stored}, but this spec-agent reads "
@@ -274,14 +300,14 @@ class SqlTraceStore:
             )
         with self._write(f"log decisions of run {run_id!r}") as session:
             self._require_run(session, run_id)
-            values = _new_rows(session, run_id, rows)
-            if values:
-                session.execute(_insert_ignoring_duplicates(self._engine), values)
-        logger.debug("Stored %s new decision rows of run %s", len(values), run_id)
-        if len(values) < len(rows):
-            skipped = len(rows) - len(values)
+            fresh = _new_rows(session, run_id, rows)
+            if fresh:
+                _insert_rows(session, self._engine.dialect.name, fresh)
+        logger.debug("Stored %s new decision rows of run %s", len(fresh), run_id)
+        if len(fresh) < len(rows):
+            skipped = len(rows) - len(fresh)
             logger.debug("Skipped %s rows of run %s already stored", skipped, run_id)
-        return len(values)
+        return len(fresh)
 
     def finish_run(self, run_id: str, status: RunStatus) -> None:
         """Set the final status ("finished" or "failed") and finish time of a run.
@@ -299,12 +325,94 @@ class SqlTraceStore:
 
     def decisions(self, run_id: str, config: str | None = None) -> list[DecisionRow]:
         """Return the rows of a run in insertion order, optionally of one configuration only."""
-        query = select(DecisionRecord).where(DecisionRecord.run_id == run_id)
+        # A Core select skips ORM identity tracking, which dominates the time on large runs.
+        table = DecisionRecord.__table__
+        query = select(table).where(table.c.run_id == run_id)
         if config is not None:
-            query = query.where(DecisionRecord.config == config)
+            query = query.where(table.c.config == config)
         with self._sessions() as session:
-            records = session.scalars(query.order_by(DecisionRecord.id)).all()
+            records = session.execute(query.order_by(table.c.id)).all()
         return [_to_row(record) for record in records]
+
+    def lean_decisions(self, run_id: str) -> list[DecisionRow]:
+        """Return a run's rows with the fields replay reads only, built from the child tables.
+
+        Each row has its decision, gold kind and correctness. `proposals` and `scores` contain the
+        first proposal only, its action reduced to the kind, with its confidence. `calls` contains
+        each call's role, and `tokens_by_role` the token counts. Skipping the JSON columns makes
+        this several times faster than `decisions` on large runs.
+        """
+        decisions = DecisionRecord.__table__
+        proposals = ProposalRecord.__table__
+        calls = ModelCallRecord.__table__
+        first = (
+            select(proposals.c.config, proposals.c.example_id, proposals.c.valid, proposals.c.kind,
+                   proposals.c.score, proposals.c.confidence)
+            .where(proposals.c.run_id == run_id, proposals.c.source == "proposal",
+                   proposals.c.position == 0)
+        )
+        roles = select(
+            calls.c.config, calls.c.example_id, calls.c.role, func.count(),
+            func.coalesce(func.sum(calls.c.prompt_tokens), 0),
+            func.coalesce(func.sum(calls.c.completion_tokens), 0),
+        ).where(calls.c.run_id == run_id).group_by(calls.c.config, calls.c.example_id, calls.c.role)
+        rows = select(
+            decisions.c.config, decisions.c.example_id, decisions.c.gold_kind, decisions.c.decision,
+            decisions.c.kind_correct, decisions.c.full_correct,
+        ).where(decisions.c.run_id == run_id).order_by(decisions.c.id)
+        with self._sessions() as session:
+            first_by_key = {(row[0], row[1]): row[2:] for row in session.execute(first)}
+            calls_by_key: dict[tuple[str, str], list[tuple[str, int, int, int]]] = {}
+            for config, example_id, role, count, prompt, completion in session.execute(roles):
+                calls_by_key.setdefault((config, example_id), []).append((role, count, prompt, completion))
+            return [
+                _lean_row(run_id, row, first_by_key.get(row[:2]), calls_by_key.get(row[:2], []))
+                for row in session.execute(rows)
+            ]
+
+    def run(self, run_id: str) -> RunInfo:
+        """Return one run.
+
+        Raises:
+            ConfigError: No run has this id.
+        """
+        with self._sessions() as session:
+            record = session.get(RunRecord, run_id)
+            if record is not None:
+                return _to_info(record)
+        latest = ", ".join(run.run_id for run in self.runs()[-5:]) or "none"
+        raise ConfigError(f"Run {run_id!r} not found in the trace store; latest run ids: {latest}.")
+
+    def decision_counts(self) -> dict[str, dict[str, int]]:
+        """Return the number of stored decisions per run and configuration."""
+        table = DecisionRecord.__table__
+        query = select(table.c.run_id, table.c.config, func.count()).group_by(
+            table.c.run_id, table.c.config
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self._sessions() as session:
+            for run_id, config, count in session.execute(query):
+                counts.setdefault(run_id, {})[config] = count
+        return counts
+
+    def table_rows(self, table_name: str, run_id: str) -> list[dict[str, Any]]:
+        """Return the raw rows of one table (`decisions`, `proposals`, `model_calls`) of a run.
+
+        Raises:
+            ConfigError: The table name is not one of the three.
+        """
+        tables: dict[str, Table] = {
+            "decisions": DecisionRecord.__table__,  # type: ignore[dict-item]
+            "proposals": ProposalRecord.__table__,  # type: ignore[dict-item]
+            "model_calls": ModelCallRecord.__table__,  # type: ignore[dict-item]
+        }
+        table = tables.get(table_name)
+        if table is None:
+            raise ConfigError(f"Unknown trace table {table_name!r}; choose from {sorted(tables)}.")
+        order = list(table.primary_key.columns)
+        query = select(table).where(table.c.run_id == run_id).order_by(*order)
+        with self._sessions() as session:
+            return [dict(row._mapping) for row in session.execute(query)]
 
     def runs(self) -> list[RunInfo]:
         """Return every run, oldest first."""
@@ -328,7 +436,7 @@ class SqlTraceStore:
             return set(session.scalars(query).all())
 
     def _write(self, action: str) -> _WriteTransaction:
-        return _WriteTransaction(self._sessions, action)
+        return _WriteTransaction(self._write_sessions, action)
 
     @staticmethod
     def _require_run(session: Session, run_id: str) -> RunRecord:
@@ -361,11 +469,12 @@ class _WriteTransaction:
 def _create_engine(url: str, *, echo: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo)
+        return create_engine(url, echo=echo, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, echo=echo)
     event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_sqlite)
     return engine
 
 
@@ -377,32 +486,70 @@ def _configure_sqlite(connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Stop the sqlite3 module from issuing its own BEGIN, so that `_begin_sqlite` chooses the kind.
+    connection.isolation_level = None
 
 
-def _insert_ignoring_duplicates(engine: Engine) -> Any:
-    dialect = engine.dialect.name
+def _begin_sqlite(connection: Any) -> None:
+    # A deferred transaction that reads, then writes, fails at once with SQLITE_BUSY when another
+    # process committed in between, because the busy timeout does not apply to a stale snapshot.
+    # Write transactions therefore take the write lock when they begin.
+    mode = connection.get_execution_options().get("sqlite_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _insert_ignoring_duplicates(dialect: str, table: Any, key: Sequence[str]) -> Any:
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         # Other databases rely on the key filter in `_new_rows`, which runs in the same transaction.
-        return insert(DecisionRecord)
-    return dialect_insert(DecisionRecord).on_conflict_do_nothing(index_elements=list(_UNIQUE_KEY))
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
-def _new_rows(session: Session, run_id: str, rows: Sequence[DecisionRow]) -> list[dict[str, Any]]:
-    query = select(DecisionRecord.config, DecisionRecord.example_id).where(
-        DecisionRecord.run_id == run_id
+def _insert_rows(session: Session, dialect: str, rows: Sequence[DecisionRow]) -> None:
+    decisions, proposals, calls = [], [], []
+    for row in rows:
+        decisions.append(_to_values(row))
+        key = {"run_id": row.run_id, "config": row.config, "example_id": row.example_id}
+        proposals += proposal_values(
+            key,
+            proposals=row.proposals,
+            scores=row.scores,
+            verdicts=row.verdicts,
+            chosen=row.chosen,
+            fallback=row.fallback,
+        )
+        calls += call_values(key, row.calls)
+    connection = session.connection()
+    connection.execute(
+        _insert_ignoring_duplicates(dialect, DecisionRecord.__table__, _UNIQUE_KEY), decisions
     )
-    seen = {(config, example_id) for config, example_id in session.execute(query)}
-    values = []
+    for table, values in ((ProposalRecord.__table__, proposals), (ModelCallRecord.__table__, calls)):
+        if values:
+            primary_key = [column.name for column in table.primary_key.columns]
+            connection.execute(_insert_ignoring_duplicates(dialect, table, primary_key), values)
+
+
+def _new_rows(session: Session, run_id: str, rows: Sequence[DecisionRow]) -> list[DecisionRow]:
+    # Only keys of this batch are looked up, so a write costs the same early and late in a run.
+    example_ids = sorted({row.example_id for row in rows})
+    seen: set[tuple[str, str]] = set()
+    for start in range(0, len(example_ids), _IN_CHUNK):
+        query = select(DecisionRecord.config, DecisionRecord.example_id).where(
+            DecisionRecord.run_id == run_id,
+            DecisionRecord.example_id.in_(example_ids[start : start + _IN_CHUNK]),
+        )
+        seen.update((config, example_id) for config, example_id in session.execute(query))
+    fresh = []
     for row in rows:
         key = (row.config, row.example_id)
         if key not in seen:
             seen.add(key)
-            values.append(_to_values(row))
-    return values
+            fresh.append(row)
+    return fresh
 
 
 def _to_values(row: DecisionRow) -> dict[str, Any]:
@@ -414,7 +561,9 @@ def _to_values(row: DecisionRow) -> dict[str, Any]:
         "scenario": row.scenario,
         "gold_kind": row.gold_kind,
         "thread_id": row.thread_id,
+        "checkpoint_id": row.checkpoint_id,
         "step": row.step,
+        "node": row.node,
         "decision": row.decision,
         "proposals_json": _dumps(row.proposals),
         "scores_json": _dumps(row.scores),
@@ -439,7 +588,7 @@ def _to_values(row: DecisionRow) -> dict[str, Any]:
     }
 
 
-def _to_row(record: DecisionRecord) -> DecisionRow:
+def _to_row(record: Any) -> DecisionRow:
     return DecisionRow(
         run_id=record.run_id,
         config=record.config,
@@ -460,7 +609,9 @@ def _to_row(record: DecisionRecord) -> DecisionRow:
         final_action=_loads_optional(record.final_action_json),
         final_kind=record.final_kind,
         thread_id=record.thread_id,
+        checkpoint_id=record.checkpoint_id,
         step=record.step,
+        node=record.node,
         prompt_tokens=record.prompt_tokens,
         completion_tokens=record.completion_tokens,
         tokens_by_role=json.loads(record.tokens_by_role_json),
@@ -470,6 +621,37 @@ def _to_row(record: DecisionRecord) -> DecisionRow:
         latency_s=record.latency_s,
         error=record.error,
         created_at=_aware(record.created_at),
+    )
+
+
+def _lean_row(
+    run_id: str, row: Any, first: Any, calls: list[tuple[str, int, int, int]]
+) -> DecisionRow:
+    config, example_id, gold_kind, decision, kind_correct, full_correct = row
+    proposals: list[dict[str, Any]] = []
+    scores: list[float | None] = []
+    if first is not None:
+        valid, kind, score, confidence = first
+        proposals.append({"action": {"kind": kind} if valid else None, "confidence": confidence})
+        scores.append(score)
+    return DecisionRow(
+        run_id=run_id,
+        config=config,
+        example_id=example_id,
+        source="",
+        scenario="",
+        gold_kind=gold_kind,
+        decision=decision,
+        gold={"kind": gold_kind},
+        kind_correct=bool(kind_correct),
+        full_correct=bool(full_correct),
+        proposals=proposals,
+        scores=scores,
+        calls=[{"role": role} for role, count, _, _ in calls for _ in range(count)],
+        tokens_by_role={
+            role: {"prompt": int(prompt), "completion": int(completion)}
+            for role, _, prompt, completion in calls
+        },
     )
 
 

@@ -44,6 +44,8 @@ class BenchConfig:
     """Seed of the example sample and of sampled proposals."""
     thresholds: dict[str, float] = field(default_factory=lambda: {"judge": 0.5, "verifier": 0.5})
     """Acceptance threshold per verifier choice (`judge`, `verifier`)."""
+    thresholds_by_kind: dict[str, float] = field(default_factory=dict)
+    """Verifier thresholds per proposed action kind for D and E, e.g. from `spec-agent calibrate`."""
     cheap_model: str = "smollm2-135m-instruct"
     """Cheap proposer: embedded asset name, local directory or hub id."""
     strong_model: str = "qwen2.5-coder-0.5b-instruct"
@@ -162,6 +164,7 @@ class BenchRunner:
                 judge=judge,
                 verifier=models.verifier,
                 thresholds=config.thresholds,
+                thresholds_by_kind=config.thresholds_by_kind or None,
                 cost_model=cost_model,
             )
             for letter in config.configurations

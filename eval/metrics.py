@@ -208,6 +208,8 @@ class BenchmarkMetrics:
     seed: int
     resamples: int
     call_prices: dict[str, float] = field(default_factory=dict)
+    routing: RoutingMetrics | None = None
+    """Threshold sweep, APGR/CPT, IBC, verifier quality and wasted cost; None without A, B and D."""
 
 
 def bootstrap_ci(
@@ -277,7 +279,8 @@ def compute_metrics(
         seed: Seed of the bootstrap intervals.
         resamples: Bootstrap resamples per interval.
     """
-    grouped = group_by_config(_priced(rows, cost_model))
+    priced = _priced(rows, cost_model)
+    grouped = group_by_config(priced)
     a_flops = _mean([row.flops for row in grouped["A"]]) if "A" in grouped else None
     configs = {
         name: config_metrics(name, config_rows, a_flops=a_flops, seed=seed, resamples=resamples)
@@ -300,6 +303,7 @@ def compute_metrics(
         seed=seed,
         resamples=resamples,
         call_prices={role: float(price) for role, price in prices.items()},
+        routing=routing_metrics(priced, configs, cost_model=cost_model),
     )
 
 
@@ -573,3 +577,262 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def _difference(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else value - base
+
+
+# Routing metrics: the threshold sweep, verifier quality and the cost of rejected drafts.
+#
+# APGR and CPT follow RouteLLM (Ong et al., "RouteLLM: Learning to Route LLMs with Preference
+# Data", arXiv 2406.18665): the performance gap recovered by a router is
+# PGR = (accuracy - weak accuracy) / (strong accuracy - weak accuracy); APGR is the area under PGR
+# against the share of calls sent to the strong model, over [0, 1]; CPT(x%) is the smallest share
+# of strong calls at which PGR reaches x%. Here the weak model is configuration B, the strong one
+# A, accuracy is kind accuracy, and the router is D's verifier threshold, replayed from the store.
+# IBC follows AutoMix (Aggarwal et al., arXiv 2310.12963): the incremental benefit per cost of a
+# method M is IBC_M = (P_M - P_B) / (C_M - C_B), the same slope for A is the baseline IBC_A, and
+# delta IBC = (IBC_M - IBC_A) / |IBC_A| x 100 (percent; positive means a better slope than
+# calling the strong model more often).
+
+SWEEP_POINTS = 101
+RELIABILITY_BINS = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReliabilityCurve:
+    """Predicted score against observed correctness, in equal-width score bins."""
+
+    bin_edges: tuple[float, ...]
+    mean_score: tuple[float | None, ...]
+    observed: tuple[float | None, ...]
+    """Share of fully correct proposals per bin; None for an empty bin."""
+    counts: tuple[int, ...]
+    ece: float | None
+    """Expected calibration error: count-weighted mean |observed - mean score| over bins."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifierQuality:
+    """Separation of fully correct from wrong proposals by one stored score."""
+
+    score: str
+    n: int
+    """Proposals with both a score and a known full correctness."""
+    positives: int
+    roc_auc: float | None
+    """None when only one class is present."""
+    reliability: ReliabilityCurve
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingMetrics:
+    """Threshold sweep of D's verifier, APGR/CPT, IBC, verifier quality and wasted cost."""
+
+    thresholds: tuple[float, ...]
+    strong_share: tuple[float, ...]
+    """Escalation rate per threshold: the share of examples sent to the strong model."""
+    cost: tuple[float, ...]
+    kind_accuracy: tuple[float, ...]
+    pgr: tuple[float, ...] | None
+    """Performance gap recovered per threshold; None when A and B are equally accurate."""
+    apgr: float | None
+    cpt: dict[str, float | None]
+    """CPT(50%) and CPT(80%), keyed "50" and "80"."""
+    ibc: dict[str, float | None]
+    delta_ibc: dict[str, float | None]
+    """Per configuration, percent."""
+    false_reject_rate: dict[str, float | None]
+    """Per configuration: escalated examples whose proposal (B's same proposal) was fully
+    correct, divided by escalated examples. E samples other proposals, so it has none."""
+    wasted_tokens: dict[str, float]
+    """Per configuration: mean tokens per example of cheap and scoring calls on escalated examples."""
+    wasted_cost: dict[str, float]
+    """Per configuration: mean per-call cost per example of those calls."""
+    verifiers: tuple[VerifierQuality, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the metrics as a JSON-compatible dict (NaN becomes None)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float | None:
+    """Return the ROC AUC of scores against binary labels (ties count half), None for one class.
+
+    Computed as the Mann-Whitney U statistic over average ranks.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=bool)
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    average_rank = upper - (counts - 1) / 2.0
+    ranks = average_rank[inverse]
+    u_statistic = ranks[labels].sum() - positives * (positives + 1) / 2.0
+    return float(u_statistic / (positives * negatives))
+
+
+def reliability_curve(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, *, bins: int = RELIABILITY_BINS
+) -> ReliabilityCurve:
+    """Bin scores in [0, 1] into equal-width bins and compare mean score with observed accuracy."""
+    scores = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    labels = np.asarray(labels, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.minimum(np.digitize(scores, edges[1:-1]), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    score_sums = np.bincount(index, weights=scores, minlength=bins)
+    label_sums = np.bincount(index, weights=labels, minlength=bins)
+    mean_score = [float(score_sums[i] / counts[i]) if counts[i] else None for i in range(bins)]
+    observed = [float(label_sums[i] / counts[i]) if counts[i] else None for i in range(bins)]
+    total = int(counts.sum())
+    ece = None
+    if total:
+        gaps = [counts[i] * abs(observed[i] - mean_score[i]) for i in range(bins) if counts[i]]  # type: ignore[operator]
+        ece = float(sum(gaps) / total)
+    return ReliabilityCurve(
+        bin_edges=tuple(float(edge) for edge in edges),
+        mean_score=tuple(mean_score),
+        observed=tuple(observed),
+        counts=tuple(int(count) for count in counts),
+        ece=ece,
+    )
+
+
+def apgr_and_cpt(
+    strong_share: np.ndarray, pgr: np.ndarray, *, levels: Sequence[float] = (0.5, 0.8)
+) -> tuple[float, dict[str, float | None]]:
+    """Return the area under (strong share, PGR) over [0, 1] and the CPT at each level.
+
+    The curve is anchored at (0, 0), all weak, and (1, 1), all strong. Where several points share
+    a strong share the best PGR counts. CPT(x) is the smallest strong share among the points with
+    PGR >= x, without interpolation.
+    """
+    x = np.concatenate([[0.0], strong_share, [1.0]])
+    y = np.concatenate([[0.0], pgr, [1.0]])
+    unique_x = np.unique(x)
+    best = np.asarray([y[x == value].max() for value in unique_x])
+    area = float(np.sum((unique_x[1:] - unique_x[:-1]) * (best[1:] + best[:-1]) / 2.0))
+    cpt = {}
+    for level in levels:
+        reached = unique_x[best >= level - 1e-12]
+        cpt[f"{level * 100:g}"] = float(reached.min()) if reached.size else None
+    return area, cpt
+
+
+def incremental_benefit_per_cost(
+    configs: Mapping[str, MetricRow],
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Return AutoMix's IBC and delta IBC (percent) of every configuration against B and A."""
+    weak, strong = configs.get("B"), configs.get("A")
+    if weak is None or strong is None:
+        return {}, {}
+
+    def slope(row: MetricRow) -> float | None:
+        if None in (row.kind_accuracy, row.cost, weak.kind_accuracy, weak.cost):
+            return None
+        spent = row.cost - weak.cost  # type: ignore[operator]
+        return None if abs(spent) < 1e-12 else (row.kind_accuracy - weak.kind_accuracy) / spent  # type: ignore[operator]
+
+    base = slope(strong)
+    ibc = {name: slope(row) for name, row in configs.items() if name not in ("A", "B")}
+    delta = {
+        name: None if value is None or not base else (value - base) / abs(base) * 100.0
+        for name, value in ibc.items()
+    }
+    return ibc, delta
+
+
+def routing_metrics(
+    rows: Sequence[DecisionRow], configs: Mapping[str, MetricRow], *, cost_model: CostModel | None = None
+) -> RoutingMetrics | None:
+    """Compute the routing metrics of a run; None unless it has A, B and D rows."""
+    from spec_agent.db.replay import ReplayFrame, sweep, threshold_grid
+
+    present = {row.config for row in rows}
+    if not {"A", "B", "D"} <= present:
+        return None
+    frame = ReplayFrame.from_rows(rows, cost_model=cost_model)
+    if frame.n == 0:
+        return None
+    grid = threshold_grid(SWEEP_POINTS)
+    result = sweep(frame, grid)
+    pgr, apgr, cpt = _gap_recovered(frame, result)
+    ibc, delta = incremental_benefit_per_cost(configs)
+    wasted_tokens, wasted_cost = _wasted(rows, cost_model)
+    return RoutingMetrics(
+        thresholds=tuple(grid),
+        strong_share=tuple(float(value) for value in result.escalation_rate),
+        cost=tuple(float(value) for value in result.cost),
+        kind_accuracy=tuple(float(value) for value in result.kind_accuracy),
+        pgr=pgr,
+        apgr=apgr,
+        cpt=cpt,
+        ibc=ibc,
+        delta_ibc=delta,
+        false_reject_rate=_false_rejects(rows),
+        wasted_tokens=wasted_tokens,
+        wasted_cost=wasted_cost,
+        verifiers=tuple(_verifier_quality(frame, name) for name in frame.scores),
+    )
+
+
+def _gap_recovered(frame: Any, result: Any) -> tuple[tuple[float, ...] | None, float | None, dict[str, float | None]]:
+    weak = frame.weak_kind_accuracy
+    strong = float(frame.strong_kind_correct.mean())
+    if weak is None or abs(strong - weak) < 1e-12:
+        return None, None, {"50": None, "80": None}
+    pgr = (result.kind_accuracy - weak) / (strong - weak)
+    apgr, cpt = apgr_and_cpt(result.escalation_rate, pgr)
+    return tuple(float(value) for value in pgr), apgr, cpt
+
+
+def _false_rejects(rows: Sequence[DecisionRow]) -> dict[str, float | None]:
+    weak = {row.example_id: row.full_correct for row in rows if row.config == "B"}
+    rates: dict[str, float | None] = {}
+    for config in ("C", "D"):
+        escalated = [row for row in rows if row.config == config and row.decision == "escalate"]
+        known = [weak[row.example_id] for row in escalated if row.example_id in weak]
+        rates[config] = _ratio(sum(known), len(known))
+    return rates
+
+
+def _wasted(rows: Sequence[DecisionRow], cost_model: CostModel | None) -> tuple[dict[str, float], dict[str, float]]:
+    prices = (cost_model or CostModel()).call_prices
+    tokens: dict[str, list[float]] = {}
+    costs: dict[str, list[float]] = {}
+    for row in rows:
+        if row.config in ("A", "B"):
+            continue
+        drafts = [call for call in row.calls if call["role"] != "strong"] if row.decision == "escalate" else []
+        tokens.setdefault(row.config, []).append(
+            sum((call.get("prompt_tokens") or 0) + (call.get("completion_tokens") or 0) for call in drafts)
+        )
+        costs.setdefault(row.config, []).append(float(sum(prices.get(call["role"], Decimal(0)) for call in drafts)))
+    return (
+        {name: _mean(values) or 0.0 for name, values in sorted(tokens.items())},
+        {name: _mean(values) or 0.0 for name, values in sorted(costs.items())},
+    )
+
+
+def _verifier_quality(frame: Any, score: str) -> VerifierQuality:
+    scores = frame.scores[score]
+    labels = frame.proposal_full_correct
+    usable = ~np.isnan(scores) & ~np.isnan(labels)
+    return VerifierQuality(
+        score=score,
+        n=int(usable.sum()),
+        positives=int(labels[usable].sum()),
+        roc_auc=roc_auc(scores[usable], labels[usable] == 1.0),
+        reliability=reliability_curve(scores[usable], labels[usable] == 1.0),
+    )

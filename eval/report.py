@@ -1,4 +1,4 @@
-"""The benchmark report of one run: REPORT.md, results.json and frontier.png, built from the store.
+"""The benchmark report of one run: REPORT.md, results.json, frontier.png and reliability.png.
 
 The report is computed from stored decision rows only, so it can be rebuilt (or repriced with
 another `CostModel`) at any time without calling a model.
@@ -42,6 +42,8 @@ class ReportPaths:
     """results.json: every number of the report, sorted keys."""
     frontier: Path
     """frontier.png: accuracy against per-call cost and against FLOPs relative to A."""
+    reliability: Path | None = None
+    """reliability.png: verifier score against observed correctness; None without A, B and D."""
 
 
 def write_report(
@@ -68,12 +70,15 @@ def write_report(
         markdown=out_dir / "REPORT.md",
         results=out_dir / "results.json",
         frontier=out_dir / "frontier.png",
+        reliability=out_dir / "reliability.png" if metrics.routing else None,
     )
     paths.results.write_text(
         json.dumps(results, sort_keys=True, indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
     paths.markdown.write_text(render_markdown(results, metrics), encoding="utf-8")
     plot_frontier(metrics, paths.frontier)
+    if metrics.routing is not None and paths.reliability is not None:
+        plot_reliability(metrics.routing, paths.reliability)
     logger.info("Wrote the report of run %s to %s", run_id, out_dir)
     return paths
 
@@ -129,6 +134,7 @@ def build_results(run: RunInfo, metrics: BenchmarkMetrics) -> dict[str, Any]:
             for name, kinds in metrics.per_kind.items()
         },
         "delta_vs_a": metrics.deltas,
+        "routing": metrics.routing.to_dict() if metrics.routing else None,
         "examples": {
             "rows": sum(row.n for row in configs),
             "errors": sum(row.errors for row in configs),
@@ -162,6 +168,7 @@ def render_markdown(results: dict[str, Any], metrics: BenchmarkMetrics) -> str:
         _errors_section(metrics),
         _delta_table(metrics),
         _per_kind_table(metrics),
+        _routing_section(metrics),
         _reading_notes(metrics),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -368,6 +375,10 @@ def _draw_panel(axes: Any, metrics: BenchmarkMetrics, *, x_key: str, x_label: st
         _draw_config(axes, row, x_key, label="configurations" if index == 0 else None)
     points = {row.name: _point(row, x_key) for row in configs}
     frontier = pareto_frontier(points)  # type: ignore[arg-type]
+    if x_key == "cost" and metrics.routing is not None:
+        routing = metrics.routing
+        axes.plot(routing.cost, routing.kind_accuracy, "--", color="tab:orange", alpha=0.8,
+                  label="D threshold sweep (replayed)")
     if frontier:
         xs, ys = zip(*(points[name] for name in frontier), strict=True)
         axes.plot(xs, ys, "-", color="tab:blue", alpha=0.6, label="Pareto frontier (A–E)")
@@ -437,3 +448,75 @@ def _error_bar(
         return None
     return [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
 
+
+
+def _routing_section(metrics: BenchmarkMetrics) -> str:
+    routing = metrics.routing
+    if routing is None:
+        return "## Routing\n\nThe run lacks A, B or D, so there is no threshold sweep."
+    cpt = routing.cpt
+    lines = [
+        "## Routing",
+        "",
+        f"D's verifier threshold replayed over {len(routing.thresholds)} values from the stored "
+        "rows (no model calls; the dashed line on frontier.png).",
+        "",
+        f"- APGR ↑ (RouteLLM, B weak, A strong, kind accuracy): {_number(routing.apgr)}",
+        f"- CPT(50%) ↓: {_number(cpt.get('50'))}; CPT(80%) ↓: {_number(cpt.get('80'))} "
+        "(share of examples sent to the strong model)",
+        "",
+        _table_line(("Config", "IBC ↑", "ΔIBC % ↑", "False-reject rate ↓", "Wasted tokens ↓",
+                     "Wasted cost ↓")),
+        _table_line(["---"] * 6),
+    ]
+    for name in sorted(set(routing.ibc) | set(routing.wasted_cost)):
+        lines.append(_table_line([
+            name,
+            _number(routing.ibc.get(name)),
+            _number(routing.delta_ibc.get(name), digits=1, signed=True),
+            _number(routing.false_reject_rate.get(name)),
+            _number(routing.wasted_tokens.get(name), digits=1),
+            _number(routing.wasted_cost.get(name)),
+        ]))
+    lines += ["", _table_line(("Score", "n", "Correct", "ROC AUC ↑", "ECE ↓")), _table_line(["---"] * 5)]
+    for quality in routing.verifiers:
+        lines.append(_table_line([
+            quality.score, str(quality.n), str(quality.positives), _number(quality.roc_auc),
+            _number(quality.reliability.ece),
+        ]))
+    lines += [
+        "",
+        "IBC (AutoMix): accuracy gained over B per unit of extra cost; ΔIBC compares it with A's "
+        "slope. False-reject rate: escalated examples whose proposal was fully correct (from B's "
+        "row of the same example). Wasted tokens and cost: cheap and scoring calls of escalated "
+        "examples, per example. ROC AUC and ECE: each stored score against the full correctness "
+        "of the proposal it scored; reliability.png shows the bins.",
+    ]
+    return "\n".join(lines)
+
+
+def plot_reliability(routing: Any, path: Path) -> Path:
+    """Draw each stored score's reliability curve (mean score against observed accuracy) into a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for quality in routing.verifiers:
+        curve = quality.reliability
+        points = [(x, y) for x, y in zip(curve.mean_score, curve.observed, strict=True) if x is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            auc = _number(quality.roc_auc)
+            axes.plot(xs, ys, "o-", label=f"{quality.score} (AUC {auc}, n={quality.n})")
+    axes.set_xlabel("Mean score in bin")
+    axes.set_ylabel("Share of fully correct proposals")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.suptitle("Reliability of stored proposal scores")
+    figure.savefig(path, dpi=120)
+    return path

@@ -72,6 +72,7 @@ def build_configuration(
     judge: Verifier,
     verifier: Verifier,
     thresholds: dict[str, float] | None = None,
+    thresholds_by_kind: dict[str, float] | None = None,
     cost_model: CostModel | None = None,
 ) -> Any:
     """Compile the speculation graph for one configuration.
@@ -83,6 +84,8 @@ def build_configuration(
         judge: Verifier for `judge` configurations (the strong model as judge).
         verifier: Verifier for `verifier` configurations.
         thresholds: Acceptance threshold per verifier choice (`judge`, `verifier`); default 0.5.
+        thresholds_by_kind: Thresholds per proposed action kind for the `verifier` choice,
+            overriding `thresholds["verifier"]` for those kinds.
         cost_model: Prices each decision's calls.
     """
     if isinstance(config, str):
@@ -95,6 +98,7 @@ def build_configuration(
         fallback=strong if config.fallback else None,
         n_proposals=config.n_proposals,
         threshold=threshold,
+        thresholds_by_kind=thresholds_by_kind if config.verifier == "verifier" else None,
         cost_model=cost_model,
         name=f"configuration-{config.name}",
     )

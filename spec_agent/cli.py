@@ -12,6 +12,7 @@ from rich.console import Console
 
 from spec_agent._cli_assets import assets_app
 from spec_agent._cli_episodes import episodes
+from spec_agent._cli_traces import register as register_trace_commands
 from spec_agent.eval.bench import DEFAULT_LIMIT
 from spec_agent.errors import ConfigError, SpecAgentError
 
@@ -25,6 +26,7 @@ app.add_typer(assets_app, name="assets")
 data_app = typer.Typer(help="Build and inspect next-action datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("episodes")(episodes)
+register_trace_commands(app)
 console = Console(stderr=True)
 
 
@@ -73,6 +75,7 @@ def bench(
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory or hub id.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
     verifier_threshold: Annotated[float, typer.Option(help="Verifier score needed to accept (D, E).")] = 0.5,
+    thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
 ) -> None:
@@ -83,11 +86,17 @@ def bench(
     try:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}.")
+        chosen = {"judge": judge_threshold, "verifier": verifier_threshold, "by_kind": {}}
+        if thresholds is not None:
+            from spec_agent.eval.calibration import load_thresholds
+
+            chosen = load_thresholds(thresholds)
         config = BenchConfig(
             configurations=tuple(configs.upper()),
             limit=limit,
             seed=seed,
-            thresholds={"judge": judge_threshold, "verifier": verifier_threshold},
+            thresholds={"judge": chosen["judge"], "verifier": chosen["verifier"]},
+            thresholds_by_kind=dict(chosen["by_kind"]),
             cheap_model=cheap_model,
             strong_model=strong_model,
         )

@@ -1,4 +1,7 @@
-"""Tests of the SQLite trace store on real database files in a temporary folder."""
+"""Tests of the trace store on a real SQLite file and a real PostgreSQL database.
+
+The `store` fixture (tests/db/conftest.py) runs each test that uses it on both backends.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +22,6 @@ from spec_agent.errors import ConfigError, SpecAgentRuntimeError
 GOLD = Action(
     kind="file_read", tool_calls=(ToolCall(name="cat", arguments={"file_name": "a.txt"}),)
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    trace_store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
-    yield trace_store
-    trace_store.close()
 
 
 def _decision() -> Decision:
@@ -223,3 +219,56 @@ def test_memory_database():
     run_id = store.start_run(name="memory", config={})
     store.log_decisions(run_id, [_row(run_id)])
     assert len(store.decisions(run_id)) == 1
+
+
+def test_checkpoint_keys_round_trip(store):
+    run_id = store.start_run(name="keys", config={})
+    row = dataclasses.replace(_row(run_id), checkpoint_id="1ef-abc", node="speculate")
+    store.log_decisions(run_id, [row])
+    [stored] = store.decisions(run_id)
+    assert stored.checkpoint_id == "1ef-abc"
+    assert stored.node == "speculate"
+    assert stored.thread_id == "thread-1"
+
+
+def test_child_tables_filled(store):
+    run_id = store.start_run(name="children", config={})
+    store.log_decisions(run_id, [_row(run_id)])
+    store.log_decisions(run_id, [_row(run_id)])
+    proposals = store.table_rows("proposals", run_id)
+    calls = store.table_rows("model_calls", run_id)
+    assert [(item["source"], item["position"]) for item in proposals] == [
+        ("fallback", 0), ("proposal", 0), ("proposal", 1)
+    ]
+    assert [item["valid"] for item in proposals] == [True, True, False]
+    assert proposals[1]["kind"] == "final_answer"
+    assert proposals[1]["score"] == 0.2
+    assert [item["role"] for item in calls] == ["cheap", "verifier", "strong"]
+    assert calls[1]["completion_tokens"] is None
+
+
+def test_unknown_table_rejected(store):
+    with pytest.raises(ConfigError, match="Unknown trace table"):
+        store.table_rows("runs", "x")
+
+
+def test_lean_rows_replay_alike(store):
+    import numpy as np
+
+    from spec_agent.db.replay import ReplayFrame, sweep
+    from tests.db.synthetic import random_rows
+
+    run_id = store.start_run(name="lean", config={})
+    rows = random_rows(run_id, 40)
+    store.log_decisions(run_id, rows)
+    lean = sweep(ReplayFrame.from_rows(store.lean_decisions(run_id)), [0.0, 0.4, 0.7])
+    full = sweep(ReplayFrame.from_rows(rows), [0.0, 0.4, 0.7])
+    for key in ("kind_accuracy", "full_accuracy", "cost", "wasted_tokens", "false_reject_rate"):
+        assert np.allclose(getattr(lean, key), getattr(full, key), equal_nan=True), key
+
+
+def test_decision_counts(store):
+    run_id = store.start_run(name="counts", config={})
+    store.log_decisions(run_id, [_row(run_id, "ex-1"), _row(run_id, "ex-2"), _row(run_id, config="A")])
+    assert store.decision_counts() == {run_id: {"A": 1, "D": 2}}
+    assert store.run(run_id).name == "counts"

@@ -99,7 +99,7 @@ def test_proposer_exception_escalates(error):
     assert decision.action.tool_call.arguments == {"a": True}
     assert fallback.calls == 1
     assert verifier.seen == []
-    assert result["errors"] == [f"proposer: {error}"]
+    assert result["errors"] == [f"proposer: {type(error).__name__}: {error}"]
     assert [call.role for call in decision.calls] == ["strong"]
     survived()
 
@@ -167,7 +167,7 @@ def test_verifier_failure_rejects_and_escalates(error):
     assert decision.scores == (None,)
     assert decision.chosen is None
     assert decision.action.tool_call.arguments == {"a": True}
-    assert result["errors"] == [f"verifier: {error}"]
+    assert result["errors"] == [f"verifier: {type(error).__name__}: {error}"]
     survived()
 
 
@@ -202,7 +202,7 @@ def test_verifier_failure_on_one_of_three_keeps_others():
     assert decision.decision == "accept"
     assert decision.verdicts == ("REJECT", "ACCEPT", "ACCEPT")
     assert decision.chosen == 1
-    assert result["errors"] == ["verifier: slow"]
+    assert result["errors"] == ["verifier: TimeoutError: slow"]
     survived()
 
 
@@ -255,7 +255,7 @@ def test_unverified_proposer_failure_leaves_no_action():
     result = run(graph)
     assert result["decision"].decision == "unverified"
     assert result["decision"].action is None
-    assert result["errors"] == ["proposer: cheap timed out"]
+    assert result["errors"] == ["proposer: TimeoutError: cheap timed out"]
     survived()
 
 

@@ -46,6 +46,8 @@ class BenchConfig:
     """Acceptance threshold per verifier choice (`judge`, `verifier`)."""
     thresholds_by_kind: dict[str, float] = field(default_factory=dict)
     """Verifier thresholds per proposed action kind for D and E, e.g. from `spec-agent calibrate`."""
+    verifier: str = "confidence"
+    """Verifier of D and E: `confidence` or the folder of a trained verifier."""
     cheap_model: str = "smollm2-135m-instruct"
     """Cheap proposer: embedded asset name, local directory or hub id."""
     strong_model: str = "qwen2.5-coder-0.5b-instruct"

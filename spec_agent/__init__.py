@@ -45,6 +45,7 @@ _EXPORTS = {
     "SpeculativeMiddleware": "spec_agent.middleware",
     "SqlTraceStore": "spec_agent.db.store",
     "ToolCall": "spec_agent.actions",
+    "TrainedVerifier": "spec_agent.training.verifier",
     "Verifier": "spec_agent.verifiers",
     "VerifierChain": "spec_agent.verifiers",
     "WritePolicy": "spec_agent.db.writer",

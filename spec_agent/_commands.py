@@ -140,8 +140,6 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
 
     from spec_agent.cost import CostModel
     from spec_agent.eval.bench import BenchRunner, Models
-    from spec_agent.verifiers import ConfidenceVerifier
-
     torch.set_num_threads(threads)
     with console.status("Loading models"):
         cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console)
@@ -155,9 +153,20 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
         from spec_agent.verifiers import ChatModelJudge
 
         judge = ChatModelJudge(served_chat_model(config.strong_model), role="judge")
-    models = Models(cheap=cheap, strong=strong, verifier=ConfidenceVerifier(), judge=judge)
+    models = Models(cheap=cheap, strong=strong, verifier=_verifier(config.verifier), judge=judge)
     runner = BenchRunner(config=config, models=models, store=store, cost_model=cost_model)
     return runner, cost_model
+
+
+def _verifier(choice: str) -> Any:
+    """Return the verifier of D and E: the cheap model's confidence or a trained classifier."""
+    if choice == "confidence":
+        from spec_agent.verifiers import ConfidenceVerifier
+
+        return ConfidenceVerifier()
+    from spec_agent.training.verifier import TrainedVerifier
+
+    return TrainedVerifier(choice)
 
 
 def _load_role(spec: str, role: Any, seed: int, console: Console) -> tuple[Any, float]:

@@ -778,6 +778,10 @@ def _save_plain_copy(loaded: Any, tokenizer: Any, out_dir: Path) -> None:
     fresh = AutoModelForCausalLM.from_config(loaded.config)
     fresh.load_state_dict(loaded.state_dict(), strict=True)
     fresh.generation_config = loaded.generation_config
+    # The weights are plain fp32 now; a leftover GGUF quantization_config makes transformers
+    # treat the copy as quantized and refuse to fine-tune it.
+    if getattr(fresh.config, "quantization_config", None) is not None:
+        del fresh.config.quantization_config
     fresh.save_pretrained(out_dir, safe_serialization=True)
     if getattr(tokenizer, "chat_template", None) is None:
         logger.warning("the GGUF tokenizer has no chat template, so %s is saved without one", out_dir)

@@ -13,6 +13,7 @@ from rich.console import Console
 from spec_agent._cli_assets import assets_app
 from spec_agent._cli_episodes import episodes
 from spec_agent._cli_traces import register as register_trace_commands
+from spec_agent._cli_train import train_app
 from spec_agent.eval.bench import DEFAULT_LIMIT
 from spec_agent.errors import ConfigError, SpecAgentError
 
@@ -27,6 +28,7 @@ data_app = typer.Typer(help="Build and inspect next-action datasets.", no_args_i
 app.add_typer(data_app, name="data")
 app.command("episodes")(episodes)
 register_trace_commands(app)
+app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
 
@@ -74,7 +76,8 @@ def bench(
     cheap_model: Annotated[str, typer.Option(help="Cheap proposer: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "smollm2-135m-instruct",
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
-    verifier_threshold: Annotated[float, typer.Option(help="Verifier score needed to accept (D, E).")] = 0.5,
+    verifier: Annotated[str, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own) or a folder from `spec-agent train verifier`.")] = "confidence",
+    verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
@@ -86,7 +89,8 @@ def bench(
     try:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}.")
-        chosen = {"judge": judge_threshold, "verifier": verifier_threshold, "by_kind": {}}
+        chosen = {"judge": judge_threshold, "verifier": _verifier_threshold(verifier, verifier_threshold),
+                  "by_kind": {}}
         if thresholds is not None:
             from spec_agent.eval.calibration import load_thresholds
 
@@ -97,6 +101,7 @@ def bench(
             seed=seed,
             thresholds={"judge": chosen["judge"], "verifier": chosen["verifier"]},
             thresholds_by_kind=dict(chosen["by_kind"]),
+            verifier=verifier,
             cheap_model=cheap_model,
             strong_model=strong_model,
         )
@@ -112,6 +117,16 @@ def bench(
         )
     except SpecAgentError as error:
         _fail(error)
+
+
+def _verifier_threshold(verifier: str, threshold: float | None) -> float:
+    if threshold is not None:
+        return threshold
+    if verifier == "confidence":
+        return 0.5
+    from spec_agent.training.verifier import TrainedVerifier
+
+    return TrainedVerifier(verifier).threshold
 
 
 @app.command()

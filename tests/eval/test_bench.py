@@ -168,3 +168,14 @@ def test_cli_bench_shards_over_workers(tiny_dirs, tmp_path):
     assert sorted((row.config, row.example_id) for row in rows) == sorted(
         (config, f"ex{index}") for config in "AB" for index in range(4)
     )
+
+
+def test_cli_bench_missing_verifier_folder(tmp_path):
+    dataset = write_examples(make_examples(1), tmp_path / "eval.jsonl")
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--out", str(tmp_path / "runs"),
+        "--verifier", str(tmp_path / "no-verifier"),
+    ])
+    assert result.exit_code == 2
+    assert "no-verifier" in result.output
+    assert "spec-agent train verifier" in result.output

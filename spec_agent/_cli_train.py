@@ -1,0 +1,135 @@
+"""The ``spec-agent train`` commands: fine-tune the proposers and train the verifier from a recipe.
+
+Every command resumes from the newest checkpoint under its output folder, so rerunning an
+interrupted command continues it. Ctrl-C saves a checkpoint at the end of the current step and
+exits with status 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from spec_agent.errors import SpecAgentError
+
+train_app = typer.Typer(
+    help="Fine-tune the proposers (LoRA SFT) and train the ACCEPT/REJECT verifier from a recipe.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+RecipeOption = Annotated[
+    str, typer.Option("--recipe", help="Recipe JSON file or built-in name (cpu-default, gpu-qwen3).")
+]
+OutputOption = Annotated[
+    Path, typer.Option("--output", help="Folder for data, checkpoints, adapters and manifests.")
+]
+MaxStepsOption = Annotated[
+    int | None, typer.Option("--max-steps", min=1, help="Stop each training run after this many optimizer steps.")
+]
+RoleOption = Annotated[
+    str, typer.Option("--role", help="Proposer to train: cheap, strong or both (same settings for both).")
+]
+INTERRUPTED_EXIT = 130
+
+
+@train_app.command("proposer")
+def proposer_command(
+    recipe: RecipeOption = "cpu-default",
+    output: OutputOption = Path("runs/train"),
+    max_steps: MaxStepsOption = None,
+    role: RoleOption = "both",
+) -> None:
+    """Fine-tune LoRA adapters of the cheap and strong proposers on the train split."""
+    loaded = _load(recipe, max_steps)
+    for name in _roles(role):
+        _run(lambda name=name: _pipeline().train_proposer(loaded, output, name), f"proposer --role {name}", recipe, output)
+
+
+@train_app.command("verifier")
+def verifier_command(
+    recipe: RecipeOption = "cpu-default",
+    output: OutputOption = Path("runs/train"),
+    max_steps: MaxStepsOption = None,
+) -> None:
+    """Build balanced verifier pairs, train the verifier and calibrate its threshold."""
+    loaded = _load(recipe, max_steps)
+    _run(lambda: _verifier(loaded, output), "verifier", recipe, output)
+
+
+@train_app.command("all")
+def all_command(
+    recipe: RecipeOption = "cpu-default",
+    output: OutputOption = Path("runs/train"),
+    max_steps: MaxStepsOption = None,
+) -> None:
+    """Train the verifier, then the cheap and the strong proposer."""
+    loaded = _load(recipe, max_steps)
+    _run(lambda: _verifier(loaded, output), "all", recipe, output)
+    for name in ("cheap", "strong"):
+        _run(lambda name=name: _pipeline().train_proposer(loaded, output, name), "all", recipe, output)
+
+
+def _pipeline():  # noqa: ANN202 - the module loads torch, so it is imported on first use
+    from spec_agent.training import pipeline
+
+    return pipeline
+
+
+def _load(recipe: str, max_steps: int | None):  # noqa: ANN202
+    from spec_agent.training.recipes import load_recipe
+
+    try:
+        return load_recipe(recipe).with_max_steps(max_steps)
+    except SpecAgentError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None
+
+
+def _roles(role: str) -> tuple[str, ...]:
+    if role == "both":
+        return ("cheap", "strong")
+    if role in ("cheap", "strong"):
+        return (role,)
+    console.print(f"[red]error:[/red] invalid --role {role!r}; use cheap, strong or both.")
+    raise typer.Exit(code=2)
+
+
+def _verifier(recipe, output: Path):  # noqa: ANN001, ANN202
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("Cheap proposals for hard negatives", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return _pipeline().train_verifier_run(recipe, output, progress=advance)
+
+
+def _run(job, command: str, recipe: str, output: Path) -> None:  # noqa: ANN001
+    """Run one training job, turning errors into exit status 2 and Ctrl-C into status 130."""
+    try:
+        report = job()
+    except SpecAgentError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None
+    if report.interrupted:
+        console.print(
+            f"[yellow]Interrupted:[/yellow] {report.name} saved a checkpoint under {report.checkpoint_dir}. "
+            f"Resume with: spec-agent train {command} --recipe {recipe} --output {output}"
+        )
+        sys.stdout.flush()
+        raise typer.Exit(code=INTERRUPTED_EXIT)
+    manifest = report.manifest
+    console.print(
+        f"[green]{report.name}[/green]: {manifest['steps']} steps in {manifest['wall_seconds']:.0f} s, "
+        f"{manifest['examples_per_second']:.2f} examples/s -> {report.folder}"
+    )
+    for key, value in sorted(manifest["validation"].items()):
+        if isinstance(value, (int, float)) or value is None:
+            console.print(f"  {key}: {value}")

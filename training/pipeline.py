@@ -1,0 +1,165 @@
+"""Recipe-driven training runs: data, training, manifest, for the proposers and the verifier.
+
+Layout of an output folder:
+
+    proposals/<model>.jsonl      cached greedy proposals of the cheap proposer (hard negatives)
+    proposer-cheap/              data/ (SFT rows), checkpoints/, adapter/ (+ training-manifest.json)
+    proposer-strong/             the same for the strong model, trained with the same settings
+    verifier/                    data/ (pairs), checkpoints/, adapter/ or the causal-LM folder
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spec_agent.eval.schema import Example
+from spec_agent.training.datasets import (
+    PairSplits,
+    assign_split,
+    build_sft_rows,
+    build_verifier_pairs,
+    dataset_card,
+    file_sha256,
+    generate_proposals,
+    hard_negatives,
+    load_training_examples,
+    proposal_sample,
+    save_dataset,
+)
+from spec_agent.training.manifest import base_model_record, write_manifest
+from spec_agent.training.recipes import Recipe
+from spec_agent.training.sft import TrainingResult, load_tokenizer, train_sft
+
+logger = logging.getLogger(__name__)
+
+ProposerRole = str
+PROPOSER_ROLES: tuple[str, ...] = ("cheap", "strong")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReport:
+    """One trained artifact: where it is and the manifest written beside it."""
+
+    name: str
+    """`proposer-cheap`, `proposer-strong` or `verifier`."""
+    folder: Path | None
+    """Folder to load (adapter or verifier folder); None when interrupted."""
+    checkpoint_dir: Path
+    """Folder of resumable checkpoints."""
+    interrupted: bool
+    """True when Ctrl-C stopped the run."""
+    manifest: dict[str, Any]
+    """The manifest record (also written as `training-manifest.json` unless interrupted)."""
+
+
+def dataset_folder(recipe: Recipe) -> Path:
+    """Return the dataset folder of a recipe: its `dataset`, or the built-in BFCL dataset."""
+    if recipe.dataset:
+        return Path(recipe.dataset).expanduser()
+    from spec_agent._commands import default_dataset_dir
+
+    return default_dataset_dir()
+
+
+def _split_of(example: Example, recipe: Recipe) -> str:
+    verifier = recipe.verifier
+    return assign_split(example.scenario, calibration=verifier.calibration_fraction,
+                        heldout=verifier.heldout_fraction, seed=recipe.seed)
+
+
+def train_proposer(recipe: Recipe, output: Path, role: ProposerRole) -> RunReport:
+    """Fine-tune the cheap or the strong proposer with the recipe's shared proposer settings."""
+    settings = recipe.proposer
+    model_name = settings.cheap_model if role == "cheap" else settings.strong_model
+    folder = Path(output) / f"proposer-{role}"
+    examples, _ = load_training_examples(dataset_folder(recipe))
+    tokenizer = load_tokenizer(model_name)
+    train = [example for example in examples if _split_of(example, recipe) != "heldout"]
+    validation = [example for example in examples if _split_of(example, recipe) == "heldout"]
+    rows = {
+        "train": build_sft_rows(train, tokenizer, count=settings.train_examples,
+                                max_length=settings.max_length, seed=recipe.seed)[0],
+        "validation": build_sft_rows(validation, tokenizer, count=settings.validation_examples,
+                                     max_length=settings.max_length, seed=recipe.seed)[0],
+    }
+    source = file_sha256(dataset_folder(recipe) / "train.jsonl")
+    card = dataset_card(rows, source_sha256=source)
+    save_dataset(rows, folder / "data", card)
+    result = train_sft(model_name, rows, settings, folder, seed=recipe.seed)
+    return _report(f"proposer-{role}", result, recipe, model_name, card, result.metrics)
+
+
+def train_verifier_run(recipe: Recipe, output: Path, *, progress: Progress | None = None) -> RunReport:
+    """Build verifier pairs (generating hard negatives), train, calibrate and evaluate."""
+    from spec_agent.training.verifier import train_verifier
+
+    settings = recipe.verifier
+    folder = Path(output) / "verifier"
+    examples, eval_scenarios = load_training_examples(dataset_folder(recipe))
+    negatives = _hard_negatives(recipe, examples, Path(output), progress)
+    splits = PairSplits(positives=settings.positives, calibration=settings.calibration_fraction,
+                        heldout=settings.heldout_fraction, seed=recipe.seed)
+    rows = build_verifier_pairs(examples, splits, negatives=negatives, eval_scenarios=eval_scenarios)
+    by_split = {name: [row for row in rows if row["split"] == name] for name in ("train", "calibration", "heldout")}
+    card = dataset_card(by_split, source_sha256=file_sha256(dataset_folder(recipe) / "train.jsonl"))
+    card["hard_negative_generations"] = settings.hard_negative_generations
+    card["hard_negatives"] = len(negatives)
+    save_dataset(by_split, folder / "data", card)
+    result = train_verifier(settings, by_split, {example.id: example for example in examples}, folder,
+                            seed=recipe.seed)
+    metrics = {**result.training.metrics, **result.metrics, "threshold": result.threshold}
+    report = _report("verifier", result.training, recipe, settings.model, card, metrics,
+                     folder_override=result.folder)
+    return report
+
+
+def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, progress: Progress | None) -> dict:
+    count = recipe.verifier.hard_negative_generations
+    if count == 0:
+        return {}
+    from spec_agent.hf import HFChatModel
+    from spec_agent.proposers import LocalProposer
+
+    model_name = recipe.verifier.proposal_model or recipe.proposer.cheap_model
+    sample = proposal_sample(examples, count, seed=recipe.seed)
+    cache = output / "proposals" / f"{_slug(model_name)}.jsonl"
+    proposer = LocalProposer(HFChatModel(model_name, role="cheap"))
+    proposals = generate_proposals(sample, proposer, cache, progress=progress)
+    wrong = hard_negatives(sample, proposals)
+    logger.info("Hard negatives: %s wrong parsed proposals out of %s generations", len(wrong), len(sample))
+    return wrong
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _report(
+    name: str, result: TrainingResult, recipe: Recipe, model_name: str, card: dict[str, Any],
+    metrics: dict[str, Any], *, folder_override: Path | None = None,
+) -> RunReport:
+    outcome = result.outcome
+    folder = folder_override or result.adapter_dir
+    manifest = {
+        "artifact": name,
+        "base_model": base_model_record(model_name),
+        "data": {"source_sha256": card["source_sha256"],
+                 "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
+                            for split, info in card["splits"].items()}},
+        "recipe": recipe.to_dict(),
+        "steps": outcome.global_step,
+        "resumed_from": outcome.resumed_from,
+        "wall_seconds": outcome.wall_seconds,
+        "examples_per_second": outcome.examples_per_second,
+        "validation": metrics,
+    }
+    if folder is not None and not outcome.interrupted:
+        write_manifest(folder, manifest)
+    return RunReport(name=name, folder=folder, checkpoint_dir=result.checkpoint_dir,
+                     interrupted=outcome.interrupted, manifest=manifest)

@@ -27,7 +27,7 @@ from spec_agent.graphs.configurations import CONFIGURATIONS, build_configuration
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 50
+DEFAULT_LIMIT = 40
 """Examples in the default run. With the embedded models, all five configurations take about
 12 minutes on a 2-core CPU (measured). `limit=0` runs the whole eval split."""
 

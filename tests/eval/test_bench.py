@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from spec_agent._memo import CachedModel
-from spec_agent.actions import Action, ToolCall
 from spec_agent.cli import app
 from spec_agent.cost import CostModel
 from spec_agent.db.store import SqlTraceStore
 from spec_agent.errors import ConfigError
 from spec_agent.eval.bench import BenchConfig, BenchRunner, Models, select_examples
-from spec_agent.eval.schema import Example, write_examples
+from spec_agent.eval.schema import write_examples
 from spec_agent.hf import GenerationConfig, HFChatModel
 from spec_agent.verifiers import ConfidenceVerifier
-from tests.tiny_models import build_causal_lm
-
-TOOLS = [{"name": "ls", "description": "List files.",
-          "parameters": {"type": "object", "properties": {"a": {"type": "boolean"}}}}]
-
-
-def make_examples(count: int) -> list[Example]:
-    return [
-        Example(
-            id=f"ex{index}",
-            source="test/synthetic",
-            scenario=f"s{index}",
-            messages=[{"role": "user", "content": f"List the files, request {index}."}],
-            tools=TOOLS,
-            action=Action(kind="file_read", tool_calls=(ToolCall(name="ls", arguments={}),)),
-        )
-        for index in range(count)
-    ]
-
+from tests.bench_helpers import make_examples, tiny_model_dirs
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    cheap = build_causal_lm(tmp_path_factory.mktemp("cheap"), seed=1)
-    strong = build_causal_lm(tmp_path_factory.mktemp("strong"), seed=2)
-    return str(cheap), str(strong)
+    return tiny_model_dirs(tmp_path_factory)
 
 
 def make_runner(tiny_dirs, store, configurations="ABCDE"):

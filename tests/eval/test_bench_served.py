@@ -14,7 +14,7 @@ from spec_agent.db.store import SqlTraceStore
 from spec_agent.errors import ConfigError
 from spec_agent.eval.schema import write_examples
 from spec_agent.serving import served_chat_model
-from tests.eval.test_bench import make_examples
+from tests.bench_helpers import make_examples
 
 REPLIES = {"cheap": "file_read: ls()", "strong": "file_read: ls(a=True)"}
 

@@ -47,14 +47,18 @@ def build_bfcl_dataset(out: Path | None, *, console: Console) -> Any:
         return build_dataset(root, out or default_dataset_dir(), progress=advance)
 
 
-def load_eval_examples(dataset: Path | None, *, console: Console) -> tuple[list[Any], Path]:
-    """Load the eval examples from `dataset`, or from the built-in BFCL split (built if missing)."""
+def load_eval_examples(
+    dataset: Path | None, *, console: Console, split: str = "eval"
+) -> tuple[list[Any], Path]:
+    """Load examples from `dataset`, or a split of the built-in BFCL data (built if missing)."""
     from spec_agent.eval.schema import read_examples
 
     if dataset is not None:
         return read_examples(dataset), dataset
+    if split not in ("train", "eval"):
+        raise ConfigError(f"Invalid split {split!r}; use 'eval', or 'train' for a calibration run.")
     folder = default_dataset_dir()
-    path = folder / "eval.jsonl"
+    path = folder / f"{split}.jsonl"
     if not path.exists():
         console.print(f"Building the BFCL dataset in {folder} (first run only)")
         build_bfcl_dataset(folder, console=console)
@@ -71,6 +75,7 @@ def run_bench(
     threads: int,
     console: Console,
     workers: int = 1,
+    split: str = "eval",
 ) -> Path:
     """Run the benchmark, log every decision to the trace store and write the report.
 
@@ -82,11 +87,11 @@ def run_bench(
     from spec_agent.eval.report import write_report
 
     started = time.perf_counter()
-    examples, path = load_eval_examples(dataset, console=console)
+    examples, path = load_eval_examples(dataset, console=console, split=split)
     selected = select_examples(examples, limit=config.limit, seed=config.seed)
     console.print(
         f"Running configurations {''.join(config.configurations)} on {len(selected)} of "
-        f"{len(examples)} eval examples from {path}"
+        f"{len(examples)} examples from {path}"
         + (" (--limit 0 runs all)" if len(selected) < len(examples) else "")
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,7 @@ def bench(
     limit: Annotated[int, typer.Option(help="Examples to run, sampled from the eval split; 0 runs all.")] = DEFAULT_LIMIT,
     configs: Annotated[str, typer.Option(help="Configuration letters to run, e.g. ABCDE or AD.")] = "ABCDE",
     dataset: Annotated[Path | None, typer.Option(help="Eval set (.jsonl or .parquet); default: the BFCL eval split.")] = None,
+    split: Annotated[str, typer.Option(help="Built-in BFCL split: eval, or train for a calibration run.")] = "eval",
     out: Annotated[Path, typer.Option(help="Folder for the run's report files.")] = Path("runs"),
     store: Annotated[str | None, typer.Option(help="Trace store URL; default: sqlite:///<out>/traces.sqlite.")] = None,
     resume: Annotated[str | None, typer.Option(help="Run id to continue; stored examples are skipped.")] = None,
@@ -114,6 +115,7 @@ def bench(
             threads=threads or max(1, (os.cpu_count() or 1) // max(workers, 1)),
             console=console,
             workers=workers,
+            split=split,
         )
     except SpecAgentError as error:
         _fail(error)

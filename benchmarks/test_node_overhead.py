@@ -66,5 +66,6 @@ def test_node_overhead(benchmark, tmp_path):
                                 traced_ms=traced_s * 1e3, ratio=ratio)
     print(f"\nbare node {bare_s * 1e3:.3f} ms, speculative {speculative_s * 1e3:.3f} ms, "
           f"speculative with trace write {traced_s * 1e3:.3f} ms per decision; ratio {ratio:.2f}x")
-    # NOTE: the target is <= 1.5x and < 1 ms; the assertions pin what this engine reaches today.
+    # NOTE: the target is <= 1.5x and < 1 ms per traced decision. The inner graph (about 1.6 ms)
+    # and one committed SQLite write per decision (about 1.5 ms) miss it, so this bound is looser.
     assert traced_s < 0.05

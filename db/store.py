@@ -483,6 +483,9 @@ def _configure_sqlite(connection: Any, _record: Any) -> None:
     # a second writer wait for the lock instead of failing at once.
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # With WAL, NORMAL skips the fsync on each commit: a killed process loses nothing committed,
+    # and only a power loss can drop the latest commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -1,6 +1,6 @@
 """Overhead of `speculative_node` over a bare LangGraph node calling the same instant model.
 
-Both graphs run in one session on the same messages. The fake chat model answers at once, so the
+Both graphs run in one session on the same messages. The fake chat model replies at once, so the
 difference is the speculation machinery: the inner graph, the decision, the metadata and, in the
 traced variant, one SQLite trace write per decision.
 """

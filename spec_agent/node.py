@@ -381,20 +381,43 @@ def _emit(payload: dict[str, Any]) -> None:
     writer(payload)
 
 
+def _buffered(store: Any) -> Any:
+    """Put a write-through `BufferedTraceWriter` in front of a store that lacks one.
+
+    Rows that failed to write are retried with every later decision and once more when the
+    interpreter exits.
+    """
+    if store is None:
+        return None
+    import atexit
+
+    from spec_agent.db.writer import BufferedTraceWriter, WritePolicy
+
+    if isinstance(store, BufferedTraceWriter):
+        return store
+    writer = BufferedTraceWriter(store, policy=WritePolicy(batch_size=1, retry_interval_s=0.0))
+    atexit.register(writer.flush)
+    return writer
+
+
 class _TraceWriter:
     """Writes decision rows to a trace store under one run, started on the first write."""
 
     def __init__(self, *, store: Any, name: str, config_name: str, run_id: str | None) -> None:
         if len(config_name) > 8:
             raise ConfigError(f"config_name {config_name!r} is longer than 8 characters; shorten it.")
-        self.store = store
+        self.store = _buffered(store)
         self.name = name
         self.config_name = config_name
         self.run_id = run_id
         self._lock = threading.Lock()
 
     def write(self, row: tuple[Decision, StepContext, list[str]] | None) -> None:
-        """Store one decision; a database failure is logged, so the agent's answer still returns."""
+        """Store one decision; a failed write is logged, counted and retried on the next decision.
+
+        The agent's answer returns either way: the `BufferedTraceWriter` in front of the store keeps
+        rows it could not write and never raises a store failure.
+        """
         if self.store is None or row is None:
             return
         from spec_agent.errors import SpecAgentRuntimeError
@@ -406,7 +429,7 @@ class _TraceWriter:
             logger.warning("Failed to store the decision of node %s: %s", self.name, error)
             return
         if not written:
-            logger.debug("Decision of node %s was already stored (a retried step)", self.name)
+            logger.debug("Decision of node %s was not queued", self.name)
 
     def _run(self) -> str:
         with self._lock:

@@ -259,6 +259,29 @@ def test_checkpointer_thread_in_store(tmp_path):
     assert rows[0].final_kind == "tool_call"
 
 
+class FlakyStore(SqlTraceStore):
+    """Fails its first decision write, as a store locked past its timeout would."""
+
+    failures = 1
+
+    def log_decisions(self, run_id, rows):
+        if self.failures:
+            self.failures -= 1
+            raise SpecAgentRuntimeError("database is locked")
+        return super().log_decisions(run_id, rows)
+
+
+def test_failed_store_write_retried(tmp_path):
+    store = FlakyStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    cheap = scripted(tool_reply("ls"), AIMessage("final_answer: one file"))
+    node = speculative_node(cheap, ScriptedVerifier(0.9, 0.9), scripted(), tools=[ls], store=store)
+    messages = ask(agent(node), {"configurable": {"thread_id": "flaky"}})["messages"]
+    rows = store.decisions(store.latest_run().run_id)
+    assert messages[-1].content == "one file"
+    assert store.failures == 0
+    assert [row.example_id for row in rows] == ["flaky:0", "flaky:1"]
+
+
 def test_retried_step_stored_once(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     cheap = scripted(AIMessage("final_answer: first"), AIMessage("final_answer: second"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import logging
 import math
 import re
@@ -84,8 +85,17 @@ def render_action(action: Action) -> str:
 
 
 def _render_call(call: ToolCall) -> str:
-    arguments = ", ".join(f"{key}={value!r}" for key, value in call.arguments.items())
-    return f"{call.name}({arguments})"
+    # Names that cannot be Python keyword arguments (`from`, `max-size`) go into one `**{...}`.
+    plain = {key: value for key, value in call.arguments.items() if _is_keyword_name(key)}
+    rendered = [f"{key}={value!r}" for key, value in plain.items()]
+    other = {key: value for key, value in call.arguments.items() if key not in plain}
+    if other:
+        rendered.append(f"**{other!r}")
+    return f"{call.name}({', '.join(rendered)})"
+
+
+def _is_keyword_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
 
 
 def render_chat(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -223,12 +233,21 @@ def _call_from_node(node: ast.expr) -> ToolCall:
     if node.args:
         raise ValueError(f"call of {node.func.id!r} has positional arguments; use keywords")
     arguments: dict[str, Any] = {}
-    for keyword in node.keywords:
-        if keyword.arg is None:
-            raise ValueError(f"call of {node.func.id!r} uses ** unpacking")
-        value = ast.literal_eval(keyword.value)
-        arguments[keyword.arg] = _json_value(value, f"argument {keyword.arg!r} of {node.func.id!r}")
+    for argument in node.keywords:
+        if argument.arg is None:
+            arguments.update(_unpacked_arguments(argument.value, node.func.id))
+            continue
+        value = ast.literal_eval(argument.value)
+        arguments[argument.arg] = _json_value(value, f"argument {argument.arg!r} of {node.func.id!r}")
     return ToolCall(name=node.func.id, arguments=arguments)
+
+
+def _unpacked_arguments(node: ast.expr, name: str) -> dict[str, Any]:
+    """Read `**{...}`, which carries arguments whose names are not Python identifiers."""
+    if not isinstance(node, ast.Dict):
+        raise ValueError(f"call of {name!r} uses ** unpacking of a non-literal; write a dict literal")
+    value = _json_value(ast.literal_eval(node), f"** arguments of {name!r}")
+    return dict(value)
 
 
 def _json_value(value: Any, where: str) -> Any:

@@ -86,7 +86,7 @@ class Models:
     verifier: Any
     """A `Verifier` for the `verifier` configurations (D and E)."""
     judge: Any = None
-    """A `Verifier` for configuration C; None asks the local strong model via `JudgeVerifier`."""
+    """A `Verifier` for configuration C; None uses the local strong model as judge through `JudgeVerifier`."""
 
 
 @dataclass

@@ -35,7 +35,7 @@ class Example:
     scenario: str
     """Split key: every row of one scenario lands in the same split."""
     messages: list[dict[str, Any]]
-    """Chat so far in OpenAI layout; the last message is what the agent answers."""
+    """Chat so far in OpenAI layout; the agent decides its next action after the last message."""
     tools: list[dict[str, Any]]
     """Tools on offer as `{"name", "description", "parameters"}` JSON schemas."""
     action: Action

@@ -157,7 +157,7 @@ class HFChatModel:
         """Generate `n` one-line actions, greedily (then `n` must be 1) or by sampling.
 
         Each generation is charged as its own call with the full prompt, as a provider would bill
-        it; `reused_tokens` says how much of the prompt came from the prefix cache instead.
+        it; `reused_tokens` counts the prompt tokens that came from the prefix cache instead.
 
         Args:
             chat: Rendered chat messages.
@@ -221,6 +221,8 @@ class HFChatModel:
     def _decode(self, ids: Any, *, n: int, sample: bool) -> list[Generation]:
         import copy
 
+        import torch
+
         cache = copy.deepcopy(self._cache)
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -228,9 +230,10 @@ class HFChatModel:
         if sample:
             options = {"do_sample": True, "temperature": self.generation.temperature,
                        "top_p": self.generation.top_p}
+        batch = ids.repeat(n, 1)
         output = self.model.generate(
-            input_ids=ids.repeat(n, 1),
-            attention_mask=torch_ones_like(ids.repeat(n, 1)),
+            input_ids=batch,
+            attention_mask=torch.ones_like(batch),
             cache=cache,
             max_new_tokens=self.generation.max_new_tokens,
             stopping_criteria=[self._stop_at_newline()],
@@ -314,9 +317,3 @@ class HFChatModel:
             raise ConfigError(f"Label {label!r} encodes to no tokens with {self.name!r}.")
         return int(ids[0])
 
-
-def torch_ones_like(tensor: Any) -> Any:
-    """Return an all-ones attention mask shaped like `tensor`."""
-    import torch
-
-    return torch.ones_like(tensor)

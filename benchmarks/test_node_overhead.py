@@ -1,8 +1,9 @@
 """Overhead of `speculative_node` over a bare LangGraph node calling the same instant model.
 
 Both graphs run in one session on the same messages. The fake chat model replies at once, so the
-difference is the speculation machinery: the inner graph, the decision, the metadata and, in the
-traced variant, one SQLite trace write per decision.
+difference is the speculation machinery: the loop, the decision, the metadata and, in the traced
+variant, the SQLite trace writes. The traced time includes flushing every queued row to the
+database, so the background writer's work is counted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from langchain_core.tools import tool
 from langgraph.graph import START, MessagesState, StateGraph
 
 from spec_agent.db.store import SqlTraceStore
-from spec_agent.node import speculative_node
+from spec_agent.db.writer import BufferedTraceWriter, WritePolicy
+from spec_agent.node import TRACE_BATCH_SIZE, TRACE_FLUSH_INTERVAL_S, speculative_node
 from spec_agent.verifiers import SchemaVerifier
 
 DECISIONS = 300
@@ -39,12 +41,14 @@ def compile_graph(node) -> object:
     return graph.compile()
 
 
-def seconds_per_decision(graph, count: int = DECISIONS) -> float:
+def seconds_per_decision(graph, count: int = DECISIONS, *, store=None) -> float:
     inputs = {"messages": [HumanMessage("List the files.")]}
     graph.invoke(inputs)
     started = time.perf_counter()
     for _ in range(count):
         graph.invoke(inputs)
+    if store is not None:
+        store.flush()
     return (time.perf_counter() - started) / count
 
 
@@ -53,19 +57,22 @@ def test_node_overhead(benchmark, tmp_path):
     bare = compile_graph(lambda state: {"messages": [model.invoke(state["messages"])]})
     speculative = compile_graph(speculative_node(instant_model(), SchemaVerifier(), instant_model(), tools=[ls]))
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    writer = BufferedTraceWriter(store, policy=WritePolicy(batch_size=TRACE_BATCH_SIZE, flush_interval_s=TRACE_FLUSH_INTERVAL_S))
     traced = compile_graph(
-        speculative_node(instant_model(), SchemaVerifier(), instant_model(), tools=[ls], store=store)
+        speculative_node(instant_model(), SchemaVerifier(), instant_model(), tools=[ls], store=writer)
     )
 
     bare_s = seconds_per_decision(bare)
     speculative_s = seconds_per_decision(speculative)
-    traced_s = benchmark.pedantic(seconds_per_decision, args=(traced,), rounds=1, iterations=1)
+    traced_s = benchmark.pedantic(seconds_per_decision, args=(traced,), kwargs={"store": writer},
+                                  rounds=1, iterations=1)
+    writer.close()
 
     ratio = traced_s / bare_s
     benchmark.extra_info.update(bare_ms=bare_s * 1e3, untraced_ms=speculative_s * 1e3,
                                 traced_ms=traced_s * 1e3, ratio=ratio)
     print(f"\nbare node {bare_s * 1e3:.3f} ms, speculative {speculative_s * 1e3:.3f} ms, "
           f"speculative with trace write {traced_s * 1e3:.3f} ms per decision; ratio {ratio:.2f}x")
-    # NOTE: the target is <= 1.5x and < 1 ms per traced decision. The inner graph (about 1.6 ms)
-    # and one committed SQLite write per decision (about 1.5 ms) miss it, so this bound is looser.
-    assert traced_s < 0.05
+    assert len(store.decisions(store.latest_run().run_id)) == DECISIONS + 1
+    assert ratio <= 1.5, f"speculative_node costs {ratio:.2f}x a bare node; the target is 1.5x"
+    assert traced_s < 1e-3, f"speculative_node takes {traced_s * 1e3:.3f} ms per decision; the target is 1 ms"

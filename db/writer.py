@@ -6,6 +6,11 @@ and on a failed write keeps the rows queued, logs the error with the run and exa
 it, and tries again on a later write or an explicit `flush()`. Rows leave the queue only once the
 store has committed them, and the store ignores rows it already has, so a retry never duplicates
 a row.
+
+With `WritePolicy(flush_interval_s=...)` a daemon thread does the writing, so the caller only
+appends to the queue instead of committing a transaction per call. Rows then
+wait in memory for at most the interval (or until `flush()`/`close()`), and a process killed in
+that window loses them; the default policy writes in the caller's thread.
 """
 
 from __future__ import annotations
@@ -31,19 +36,27 @@ class WritePolicy:
     """Queued rows that trigger a write from `log_decisions`; 1 writes every call at once."""
     retry_interval_s: float = 1.0
     """Seconds after a failed write before `log_decisions` tries again; `flush()` always tries."""
+    flush_interval_s: float | None = None
+    """Seconds between writes of a background thread; None writes in the caller's thread."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.retry_interval_s < 0:
             raise ConfigError(f"retry_interval_s must be >= 0, got {self.retry_interval_s}.")
+        if self.flush_interval_s is not None and self.flush_interval_s <= 0:
+            raise ConfigError(
+                f"flush_interval_s must be > 0 seconds or None (write in the caller's thread), "
+                f"got {self.flush_interval_s}."
+            )
 
 
 class BufferedTraceWriter:
     """Trace store wrapper with a retry queue; it never raises a store failure to the caller.
 
     Misuse still raises `ConfigError` (rows of another run, an unknown run id), because retrying
-    cannot fix it. Thread-safe: one lock guards the queue and the writes.
+    cannot fix it. Thread-safe: one lock guards the queue and another orders the writes, so
+    callers keep queueing while a batch is being written.
 
     Args:
         store: The trace store to write to.
@@ -58,8 +71,12 @@ class BufferedTraceWriter:
         self.written = 0
         """Rows the store committed (duplicates it ignored included)."""
         self._queue: list[DecisionRow] = []
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._retry_after = 0.0
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
@@ -81,16 +98,19 @@ class BufferedTraceWriter:
             )
         with self._lock:
             self._queue.extend(rows)
-            due = len(self._queue) >= self.policy.batch_size
-            if due and time.monotonic() >= self._retry_after:
-                self._write_queue()
+            due = len(self._queue) >= self.policy.batch_size and time.monotonic() >= self._retry_after
+        if self.policy.flush_interval_s is not None:
+            self._start_thread()
+            if due:
+                self._wake.set()
+        elif due:
+            self._write_queue()
         return len(rows)
 
     def flush(self) -> int:
         """Try to write every queued row now; return the rows still pending afterwards."""
-        with self._lock:
-            self._write_queue()
-            return len(self._queue)
+        self._write_queue()
+        return self.pending
 
     def close(self) -> None:
         """Flush the queue.
@@ -99,6 +119,10 @@ class BufferedTraceWriter:
             SpecAgentRuntimeError: Rows are still pending after the final flush; the message
                 names how many and of which runs, and they stay queued for another `flush()`.
         """
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
         left = self.flush()
         if left:
             runs = sorted({row.run_id for row in self._queue})
@@ -123,15 +147,42 @@ class BufferedTraceWriter:
         # Reads and run bookkeeping (start_run, finish_run, decisions, ...) go to the store as is.
         return getattr(self.store, name)
 
-    def _write_queue(self) -> None:
-        for run_id in list(dict.fromkeys(row.run_id for row in self._queue)):
-            batch = [row for row in self._queue if row.run_id == run_id]
-            if not self._write_batch(run_id, batch):
-                self._retry_after = time.monotonic() + self.policy.retry_interval_s
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped.is_set():
                 return
-            committed = {id(row) for row in batch}
-            self._queue = [row for row in self._queue if id(row) not in committed]
-            self.written += len(batch)
+            self._thread = threading.Thread(target=self._write_periodically, name="spec-agent-trace-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def _write_periodically(self) -> None:
+        assert self.policy.flush_interval_s is not None
+        while not self._stopped.is_set():
+            self._wake.wait(self.policy.flush_interval_s)
+            self._wake.clear()
+            if time.monotonic() < self._retry_after:
+                continue
+            try:
+                self._write_queue()
+            except ConfigError as error:
+                # Retrying cannot fix misuse; the rows stay queued and `flush()` raises the error.
+                logger.error("Background trace write stopped: %s", error)
+                self._retry_after = time.monotonic() + self.policy.retry_interval_s
+
+    def _write_queue(self) -> None:
+        # The queue lock is held only to copy and trim the queue, never during a database write.
+        with self._write_lock:
+            with self._lock:
+                queued = list(self._queue)
+            for run_id in list(dict.fromkeys(row.run_id for row in queued)):
+                batch = [row for row in queued if row.run_id == run_id]
+                if not self._write_batch(run_id, batch):
+                    self._retry_after = time.monotonic() + self.policy.retry_interval_s
+                    return
+                committed = {id(row) for row in batch}
+                with self._lock:
+                    self._queue = [row for row in self._queue if id(row) not in committed]
+                    self.written += len(batch)
 
     def _write_batch(self, run_id: str, batch: list[DecisionRow]) -> bool:
         try:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import operator
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, Literal, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, TypedDict, TypeVar, get_type_hints
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
@@ -85,34 +85,125 @@ def build_speculation_graph(
     Raises:
         ConfigError: The combination of arguments cannot make a decision.
     """
-    _check_arguments(proposer, verifier, fallback, n_proposals, threshold)
-    nodes = _Nodes(
+    loop = SpeculationLoop(
         proposer=proposer,
         verifier=verifier,
         fallback=fallback,
         n_proposals=n_proposals,
         threshold=threshold,
-        cost_model=cost_model or CostModel(),
-        thresholds_by_kind=_check_kind_thresholds(thresholds_by_kind),
+        cost_model=cost_model,
+        thresholds_by_kind=thresholds_by_kind,
     )
-    graph = StateGraph(SpeculationState)
-    graph.add_node("finalize", nodes.finalize)
-    graph.add_edge("finalize", END)
-    if fallback is not None:
-        graph.add_node("fallback", RunnableLambda(nodes.run_fallback, nodes.arun_fallback))
-        graph.add_edge("fallback", "finalize")
-    if proposer is None:
-        graph.add_edge(START, "fallback")
+    return loop.compile(name=name, checkpointer=checkpointer)
+
+
+_Step = tuple[Callable[[SpeculationState], Any], Callable[[SpeculationState], Awaitable[Any]] | None]
+_Edge = str | Callable[[SpeculationState], str]
+
+
+class SpeculationLoop:
+    """The speculation graph's nodes and edges, runnable as a compiled LangGraph graph or in place.
+
+    `compile()` returns the LangGraph graph that the benchmark runs and that `langgraph dev`
+    serves. `invoke`/`ainvoke` walk the same nodes along the same edges inside the caller's own
+    node, which is what `speculative_node` does: on a 2-core CPU a nested Pregel run added about
+    2 ms per decision (benchmarks/test_node_overhead.py), more than the rest of the loop. Both paths apply the
+    state's reducers, so they return the same decision.
+
+    Args: as in `build_speculation_graph`.
+
+    Raises:
+        ConfigError: The combination of arguments cannot make a decision.
+    """
+
+    def __init__(
+        self,
+        *,
+        proposer: Proposer | None,
+        verifier: Verifier | None,
+        fallback: Proposer | None,
+        n_proposals: int = 1,
+        threshold: float = 0.5,
+        cost_model: CostModel | None = None,
+        thresholds_by_kind: Mapping[str, float] | None = None,
+    ) -> None:
+        _check_arguments(proposer, verifier, fallback, n_proposals, threshold)
+        nodes = _Nodes(
+            proposer=proposer,
+            verifier=verifier,
+            fallback=fallback,
+            n_proposals=n_proposals,
+            threshold=threshold,
+            cost_model=cost_model or CostModel(),
+            thresholds_by_kind=_check_kind_thresholds(thresholds_by_kind),
+        )
+        self.steps: dict[str, _Step] = {"finalize": (nodes.finalize, None)}
+        self.edges: dict[str, _Edge] = {"finalize": END}
+        if fallback is not None:
+            self.steps["fallback"] = (nodes.run_fallback, nodes.arun_fallback)
+            self.edges["fallback"] = "finalize"
+        if proposer is None:
+            self.edges[START] = "fallback"
+            return
+        self.steps["propose"] = (nodes.propose, nodes.apropose)
+        self.edges[START] = "propose"
+        if verifier is None:
+            self.edges["propose"] = "finalize"
+            return
+        self.steps["verify"] = (nodes.verify, nodes.averify)
+        self.edges["propose"] = "verify"
+        self.edges["verify"] = route_after_verify
+
+    def compile(self, *, name: str = "speculation", checkpointer: Any = None) -> Any:
+        """Return the loop as a compiled LangGraph `StateGraph`."""
+        graph = StateGraph(SpeculationState)
+        for node, (sync, async_) in self.steps.items():
+            graph.add_node(node, RunnableLambda(sync, async_) if async_ else sync)
+        for source, target in self.edges.items():
+            if callable(target):
+                graph.add_conditional_edges(source, target, ["finalize", "fallback"])
+            else:
+                graph.add_edge(source, target)
         return graph.compile(name=name, checkpointer=checkpointer)
-    graph.add_node("propose", RunnableLambda(nodes.propose, nodes.apropose))
-    graph.add_edge(START, "propose")
-    if verifier is None:
-        graph.add_edge("propose", "finalize")
-        return graph.compile(name=name, checkpointer=checkpointer)
-    graph.add_node("verify", RunnableLambda(nodes.verify, nodes.averify))
-    graph.add_edge("propose", "verify")
-    graph.add_conditional_edges("verify", route_after_verify, ["finalize", "fallback"])
-    return graph.compile(name=name, checkpointer=checkpointer)
+
+    def invoke(self, state: SpeculationState) -> SpeculationState:
+        """Run the nodes one after the other in the calling thread and return the final state."""
+        current: dict[str, Any] = dict(state)
+        node = self._next(START, current)
+        while node != END:
+            _apply(current, self.steps[node][0](current))
+            node = self._next(node, current)
+        return current  # type: ignore[return-value]
+
+    async def ainvoke(self, state: SpeculationState) -> SpeculationState:
+        """Async `invoke`: the async node bodies run, so E's proposals run concurrently."""
+        current: dict[str, Any] = dict(state)
+        node = self._next(START, current)
+        while node != END:
+            sync, async_ = self.steps[node]
+            _apply(current, await async_(current) if async_ else sync(current))
+            node = self._next(node, current)
+        return current  # type: ignore[return-value]
+
+    def _next(self, node: str, state: dict[str, Any]) -> str:
+        edge = self.edges[node]
+        return edge(state) if callable(edge) else edge  # type: ignore[arg-type]
+
+
+def _reducers() -> dict[str, Callable[[Any, Any], Any]]:
+    hints = get_type_hints(SpeculationState, include_extras=True)
+    return {key: hint.__metadata__[0] for key, hint in hints.items() if hasattr(hint, "__metadata__")}
+
+
+_REDUCERS = _reducers()
+"""Reducer of each `SpeculationState` key that has one, read from its `Annotated` hint."""
+
+
+def _apply(state: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Merge a node's update into the state the way LangGraph does for `SpeculationState`."""
+    for key, value in update.items():
+        reducer = _REDUCERS.get(key)
+        state[key] = reducer(state[key], value) if reducer and key in state else value
 
 
 def _check_kind_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:

@@ -153,7 +153,7 @@ class SpeculativeMiddleware(AgentMiddleware):
             return ModelResponse(result=[self.speculator.budget_message(context)])
         token = _PENDING.set(pending)
         try:
-            result = self.speculator.graph.invoke(context.inputs)
+            result = self.speculator.loop.invoke(context.inputs)
         finally:
             _PENDING.reset(token)
         response, record = self._finish(context, pending, result)
@@ -169,7 +169,7 @@ class SpeculativeMiddleware(AgentMiddleware):
             return ModelResponse(result=[self.speculator.budget_message(context)])
         token = _PENDING.set(pending)
         try:
-            result = await self.speculator.graph.ainvoke(context.inputs)
+            result = await self.speculator.loop.ainvoke(context.inputs)
         finally:
             _PENDING.reset(token)
         response, record = self._finish(context, pending, result)

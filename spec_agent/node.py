@@ -1,7 +1,7 @@
 """`speculative_node`: a drop-in replacement for the node of a LangGraph agent that calls the model.
 
-The node converts the agent's LangChain messages to the OpenAI layout that the speculation graph
-reads, runs that graph (propose -> verify -> fall back on REJECT), and returns only the chosen
+The node converts the agent's LangChain messages to the OpenAI layout that the speculation loop
+reads, walks that loop (propose -> verify -> fall back on REJECT), and returns only the chosen
 action as one `AIMessage`. Rejected drafts never enter `messages`, and no tool runs for them,
 because the agent's `ToolNode` only sees the returned message. The decision record travels in the
 message's `response_metadata["spec_agent"]`, goes out as a `custom` stream event, and, with a trace
@@ -16,6 +16,7 @@ import hashlib
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 DECISION_EVENT = "spec_agent_decision"
 """Key of the decision payload in each `custom` stream event."""
+TRACE_FLUSH_INTERVAL_S = 0.05
+"""Maximum seconds a wrapped agent's decision row waits in memory before the background write."""
+TRACE_BATCH_SIZE = 64
+"""Queued rows that wake the background writer before its interval is up."""
 LIVE_CONFIG = "live"
 """Configuration label of trace rows written by a wrapped agent (the benchmark writes A-E)."""
 
@@ -166,7 +171,7 @@ class StepContext:
 
 
 class Speculator:
-    """The shared body of `speculative_node` and `SpeculativeMiddleware` around one graph.
+    """The shared body of `speculative_node` and `SpeculativeMiddleware` around one speculation loop.
 
     Args:
         proposer: Cheap proposer or None.
@@ -195,7 +200,7 @@ class Speculator:
         config_name: str = LIVE_CONFIG,
         run_id: str | None = None,
     ) -> None:
-        from spec_agent.graphs.speculation import build_speculation_graph
+        from spec_agent.graphs.speculation import SpeculationLoop
 
         check_threshold(threshold)
         if n_proposals < 1:
@@ -205,16 +210,16 @@ class Speculator:
         self.budget = budget
         self.cost_model = cost_model or CostModel()
         self.verifier = _compose_verifier(verifier, proposer, fallback, validate_schema, timeout_s)
-        self.graph = build_speculation_graph(
+        # The loop runs in place inside the agent's node; `loop.compile()` gives the same loop as
+        # a LangGraph graph for inspection.
+        self.loop = SpeculationLoop(
             proposer=proposer,
             verifier=self.verifier,
             fallback=fallback,
             n_proposals=n_proposals,
             threshold=threshold,
             cost_model=self.cost_model,
-            name=f"speculation:{name}",
             thresholds_by_kind=thresholds_by_kind,
-            checkpointer=False,
         )
         self.models = {
             "cheap": getattr(proposer, "name", None),
@@ -227,7 +232,7 @@ class Speculator:
         context = self.context(state["messages"], self.tools, config)
         if context.budget_spent is not None:
             return {"messages": [self.budget_message(context)]}
-        result = self.graph.invoke(context.inputs)
+        result = self.loop.invoke(context.inputs)
         message, row = self.finish(context, result)
         self._trace.write(row)
         return {"messages": [message]}
@@ -237,7 +242,7 @@ class Speculator:
         context = self.context(state["messages"], self.tools, config)
         if context.budget_spent is not None:
             return {"messages": [self.budget_message(context)]}
-        result = await self.graph.ainvoke(context.inputs)
+        result = await self.loop.ainvoke(context.inputs)
         message, row = self.finish(context, result)
         await asyncio.to_thread(self._trace.write, row)
         return {"messages": [message]}
@@ -382,10 +387,11 @@ def _emit(payload: dict[str, Any]) -> None:
 
 
 def _buffered(store: Any) -> Any:
-    """Put a write-through `BufferedTraceWriter` in front of a store that lacks one.
+    """Put a `BufferedTraceWriter` that writes from a background thread in front of a store.
 
-    Rows that failed to write are retried with every later decision and once more when the
-    interpreter exits.
+    The agent's step only queues its row; the thread commits the queue every
+    `TRACE_FLUSH_INTERVAL_S` seconds, retries rows that failed, and the queue is flushed once
+    more when the interpreter exits.
     """
     if store is None:
         return None
@@ -395,9 +401,25 @@ def _buffered(store: Any) -> Any:
 
     if isinstance(store, BufferedTraceWriter):
         return store
-    writer = BufferedTraceWriter(store, policy=WritePolicy(batch_size=1, retry_interval_s=0.0))
+    policy = WritePolicy(batch_size=TRACE_BATCH_SIZE, retry_interval_s=1.0, flush_interval_s=TRACE_FLUSH_INTERVAL_S)
+    writer = BufferedTraceWriter(store, policy=policy)
     atexit.register(writer.flush)
+    _WRITERS.add(writer)
     return writer
+
+
+_WRITERS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Background trace writers of live nodes and middleware, for `flush_traces`."""
+
+
+def flush_traces() -> int:
+    """Write the decision rows that speculative nodes and middleware still hold in memory.
+
+    Rows reach the trace store within `TRACE_FLUSH_INTERVAL_S` seconds on their own; call this
+    before reading a run back in the same process. Returns the rows still pending because the
+    store failed (they stay queued and are retried).
+    """
+    return sum(writer.flush() for writer in list(_WRITERS))
 
 
 class _TraceWriter:

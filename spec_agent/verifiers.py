@@ -395,6 +395,9 @@ async def ascore(
         pending = method(messages, tools, proposal)
     else:
         pending = asyncio.to_thread(verifier.score, messages, tools, proposal)
+    if timeout_s is None:
+        # Without a limit, a TimeoutError comes from the verifier itself and keeps its own message.
+        return await pending
     try:
         return await asyncio.wait_for(pending, timeout=timeout_s)
     except TimeoutError as error:

@@ -16,7 +16,7 @@ from langgraph.types import RetryPolicy
 from spec_agent.budget import SpeculationBudget
 from spec_agent.db.store import SqlTraceStore
 from spec_agent.errors import BudgetExceededError, ConfigError, SpecAgentRuntimeError
-from spec_agent.node import DECISION_EVENT, speculative_node, to_openai_messages
+from spec_agent.node import DECISION_EVENT, flush_traces, speculative_node, to_openai_messages
 from tests.chat_fakes import ScriptedVerifier, TagRecorder, scripted, tool_reply
 
 EXECUTED: list[dict] = []
@@ -250,6 +250,7 @@ def test_checkpointer_thread_in_store(tmp_path):
     node = speculative_node(cheap, ScriptedVerifier(0.9, 0.9), scripted(), tools=[ls], store=store)
     app = agent(node, checkpointer=InMemorySaver())
     ask(app, {"configurable": {"thread_id": "thread-7"}})
+    assert flush_traces() == 0
     run = store.latest_run()
     rows = store.decisions(run.run_id)
     assert [row.thread_id for row in rows] == ["thread-7", "thread-7"]
@@ -276,9 +277,12 @@ def test_failed_store_write_retried(tmp_path):
     cheap = scripted(tool_reply("ls"), AIMessage("final_answer: one file"))
     node = speculative_node(cheap, ScriptedVerifier(0.9, 0.9), scripted(), tools=[ls], store=store)
     messages = ask(agent(node), {"configurable": {"thread_id": "flaky"}})["messages"]
+    # The first attempt, by the background writer or by this flush, fails; the rows stay queued.
+    pending = [flush_traces() for _ in range(2)]
     rows = store.decisions(store.latest_run().run_id)
     assert messages[-1].content == "one file"
     assert store.failures == 0
+    assert pending[-1] == 0
     assert [row.example_id for row in rows] == ["flaky:0", "flaky:1"]
 
 
@@ -297,6 +301,7 @@ def test_retried_step_stored_once(tmp_path):
 
     app = agent(flaky, checkpointer=InMemorySaver(), retry=RetryPolicy(max_attempts=2, initial_interval=0.01))
     result = ask(app, {"configurable": {"thread_id": "t-retry"}})
+    assert flush_traces() == 0
     rows = store.decisions(store.latest_run().run_id)
     assert len(attempts) == 2
     assert len(rows) == 1

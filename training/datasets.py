@@ -31,6 +31,7 @@ from spec_agent.eval.dataset import load_split, scenario_position
 from spec_agent.eval.matching import action_matches
 from spec_agent.eval.schema import Example
 from spec_agent.prompts import render_action, render_chat, render_tools
+from spec_agent.verifiers import SchemaVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ GOLD = "gold"
 MAX_CANDIDATE_CHARS_PER_TOKEN = 2
 """Characters of candidate text kept per token of half the verifier's limit, so the action side
 never uses more than about half of the input."""
+_CHECKS_SHOWN = 3
+"""Schema problems and unfound values listed per check line; the count covers the rest."""
 _TEXT_CONTENT = {
     "final_answer": "The request is complete.",
     "ask_clarification": "Could you give me the missing details?",
@@ -464,16 +467,46 @@ def verifier_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]], 
 
     The context is the conversation as rendered for the proposer, without the fixed instructions,
     followed by the names of the tools on offer, and the classifier cuts it from the left. The
-    candidate is the action line and the declared signature of each tool it calls.
+    candidate is the action line, the result of the free checks (`action_checks`) and the declared
+    signature of each tool it calls. The checks come before the signatures so that a long signature
+    never truncates them.
     """
     lines = [f"{turn['role']}: {turn['content']}" for turn in render_chat(messages, tools)[1:]]
     lines.append("Tools: " + (", ".join(tool["name"] for tool in tools) or "(none)"))
     by_name = {tool["name"]: tool for tool in tools}
-    candidate = [render_action(action)]
+    candidate = [render_action(action), *action_checks(messages, tools, action)]
     for call in action.tool_calls:
         tool = by_name.get(call.name)
         candidate.append(render_tools([tool]) if tool else f"- {call.name}: not among the available tools")
     return "\n".join(lines), "\n".join(candidate)
+
+
+def action_checks(messages: list[dict[str, Any]], tools: list[dict[str, Any]], action: Action) -> list[str]:
+    """Return the lines of free evidence about an action that the classifier reads beside it.
+
+    Two checks that cost no model call: the schema check of every tool call, and which argument
+    values occur in the conversation. A small classifier cannot learn JSON-schema rules or exact
+    string look-ups from a few thousand pairs (without these lines, MiniLM trained on 1,360 pairs
+    stayed near chance: held-out ROC AUC 0.58), but it can learn to weigh their outcome.
+    """
+    problems = SchemaVerifier().problems(tools, Proposal(text="", action=action))
+    lines = ["Schema: " + ("; ".join(problems[:_CHECKS_SHOWN]) if problems else "ok")]
+    values = [value for call in action.tool_calls for value in call.arguments.values()
+              if isinstance(value, (str, int, float)) and not isinstance(value, bool)]
+    if values:
+        seen = _conversation_text(messages)
+        unseen = [value for value in values if str(value).strip().lower() not in seen]
+        lines.append(f"Values found in the conversation: {len(values) - len(unseen)} of {len(values)}"
+                     + ("; not found: " + ", ".join(repr(value) for value in unseen[:_CHECKS_SHOWN]) if unseen else ""))
+    return lines
+
+
+def _conversation_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for message in messages:
+        parts.append(str(message.get("content") or ""))
+        parts.extend(json.dumps(call, sort_keys=True) for call in message.get("tool_calls") or ())
+    return "\n".join(parts).lower()
 
 
 # --- Dataset cards ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 
 import pytest
 
@@ -122,3 +123,40 @@ def test_policy_rejects_bad_values():
         WritePolicy(batch_size=0)
     with pytest.raises(ConfigError, match="retry_interval_s"):
         WritePolicy(retry_interval_s=-1)
+    with pytest.raises(ConfigError, match="flush_interval_s must be > 0 seconds or None"):
+        WritePolicy(flush_interval_s=0)
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_background_writer_commits_without_flush(sqlite_store):
+    run_id = sqlite_store.start_run(name="background", config={})
+    policy = WritePolicy(batch_size=1000, retry_interval_s=0, flush_interval_s=0.02)
+    writer = BufferedTraceWriter(FlakyStore(sqlite_store, failures=1), policy=policy)
+    rows = hand_checked_rows(run_id)
+    assert writer.log_decisions(run_id, rows) == len(rows)
+    # The first background write fails; the next tick retries and commits every row once.
+    assert wait_for(lambda: len(sqlite_store.decisions(run_id)) == len(rows))
+    assert writer.failed_writes == 1
+    assert writer.pending == 0
+    writer.log_decisions(run_id, rows)
+    writer.close()
+    assert writer._thread is not None and not writer._thread.is_alive()
+    assert len(sqlite_store.decisions(run_id)) == len(rows)
+
+
+def test_background_writer_wakes_at_batch_size(sqlite_store):
+    run_id = sqlite_store.start_run(name="batch", config={})
+    writer = BufferedTraceWriter(sqlite_store, policy=WritePolicy(batch_size=4, flush_interval_s=60))
+    rows = hand_checked_rows(run_id)
+    writer.log_decisions(run_id, rows[:4])
+    assert wait_for(lambda: writer.pending == 0)
+    assert len(sqlite_store.decisions(run_id)) == 4
+    writer.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
@@ -9,7 +11,7 @@ from langchain_core.messages import AIMessage
 from spec_agent.decision import Proposal
 from spec_agent.errors import ConfigError, SpecAgentRuntimeError
 from spec_agent.graphs.configurations import build_configuration, get_configuration
-from spec_agent.graphs.speculation import build_speculation_graph
+from spec_agent.graphs.speculation import SpeculationLoop, build_speculation_graph
 from spec_agent.proposers import LangChainProposer
 
 MESSAGES = [{"role": "user", "content": "List the files here."}]
@@ -152,3 +154,39 @@ def test_configuration_a_calls_only_strong():
 def test_unknown_configuration_lists_choices():
     with pytest.raises(ConfigError, match="A, B, C, D, E"):
         get_configuration("F")
+
+
+SCENARIOS = {
+    "accept": dict(cheap=["file_read: ls()"], scores=[0.9], n=1),
+    "escalate": dict(cheap=["file_read: ls()"], scores=[0.1], n=1),
+    "invalid proposal": dict(cheap=["not an action"], scores=[], n=1),
+    "best of three": dict(cheap=["file_read: ls()", "final_answer: done", "tool_call: ls()"],
+                          scores=[0.6, 0.95, 0.2], n=3),
+    "verifier failure": dict(cheap=["file_read: ls()"], scores=[0.9], n=1, fail=True),
+}
+
+
+def loop_for(scenario: dict) -> SpeculationLoop:
+    return SpeculationLoop(
+        proposer=fake_proposer(*scenario["cheap"]),
+        verifier=ScriptedVerifier(*scenario["scores"], fail=scenario.get("fail", False)),
+        fallback=fake_proposer("final_answer: strong", role="strong"),
+        n_proposals=scenario["n"],
+    )
+
+
+def comparable(state: dict) -> tuple:
+    decision = state["decision"]
+    calls = tuple((call.role, call.prompt_tokens, call.completion_tokens) for call in decision.calls)
+    return (decision.decision, decision.action, decision.scores, decision.verdicts, decision.chosen,
+            decision.cost, calls, tuple(state.get("errors", [])))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_walk_and_compiled_graph_agree(name):
+    inputs = {"messages": MESSAGES, "tools": TOOLS, "seed": 0, "step_id": "ex1"}
+    walked = loop_for(SCENARIOS[name]).invoke(dict(inputs))
+    compiled = loop_for(SCENARIOS[name]).compile().invoke(dict(inputs))
+    awalked = asyncio.run(loop_for(SCENARIOS[name]).ainvoke(dict(inputs)))
+    assert comparable(walked) == comparable(compiled) == comparable(awalked)
+    assert walked["decision"].decision == {"accept": "accept", "best of three": "accept"}.get(name, "escalate")

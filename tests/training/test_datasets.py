@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from spec_agent.actions import Action, ToolCall
 from spec_agent.decision import Proposal
 from spec_agent.errors import DatasetError
 from spec_agent.eval.matching import action_matches
@@ -23,6 +24,7 @@ from spec_agent.training.datasets import (
     perturb,
     render_prompt,
     render_target,
+    action_checks,
     verifier_texts,
 )
 from tests.training.conftest import make_example
@@ -180,4 +182,18 @@ def test_verifier_texts_end_with_tools():
     context, candidate = verifier_texts(example.messages, example.tools, example.action)
     assert context.splitlines()[-1] == "Tools: ls, cat, touch"
     assert candidate.splitlines()[0] == "file_read: cat(file_name='notes.txt')"
-    assert candidate.splitlines()[1].startswith("- cat(file_name: string)")
+    assert candidate.splitlines()[1] == "Schema: ok"
+    assert candidate.splitlines()[-1].startswith("- cat(file_name: string)")
+
+
+def test_action_checks_report_schema_problems_and_unseen_values():
+    example = make_example(1, "train")
+    good = action_checks(example.messages, example.tools, example.action)
+    call = example.action.tool_calls[0]
+    typo = Action(kind="file_read", tool_calls=(ToolCall(name="cat", arguments={"file_name": "nothes.txt"}),))
+    missing = Action(kind="file_read", tool_calls=(ToolCall(name="cat", arguments={}),))
+    assert call.arguments == {"file_name": "notes.txt"}
+    assert good == ["Schema: ok", "Values found in the conversation: 1 of 1"]
+    assert action_checks(example.messages, example.tools, typo)[1] == (
+        "Values found in the conversation: 0 of 1; not found: 'nothes.txt'")
+    assert action_checks(example.messages, example.tools, missing) == ["Schema: cat: missing required argument 'file_name'"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -9,6 +10,8 @@ import logging
 import platform
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,11 +79,14 @@ def run_bench(
     console: Console,
     workers: int = 1,
     split: str = "eval",
+    ray_address: str | None = None,
 ) -> Path:
     """Run the benchmark, log every decision to the trace store and write the report.
 
     With `workers` > 1 the examples are sharded over that many processes, each loading its own
     models and writing to the same store; `threads` is then the torch thread count per process.
+    With `ray_address` the `workers` shards run as Ray tasks of `threads` CPUs each instead, and
+    every node of the cluster must reach `store_url`.
     """
     from spec_agent.db.store import SqlTraceStore
     from spec_agent.eval.bench import select_examples
@@ -100,8 +106,12 @@ def run_bench(
     run_id = resume or store.start_run(name=config.name, config=_run_metadata(config, path, len(selected)))
     run_dir = out / run_id
     try:
-        if workers > 1:
-            stats, cost_model = _run_sharded(config, selected, run_id, store_url, workers, threads, console)
+        if workers > 1 or ray_address is not None:
+            if ray_address is not None and store_url.startswith("sqlite"):
+                logger.warning("Ray workers on other machines cannot reach the SQLite store %s; pass a "
+                               "PostgreSQL URL with --store unless the cluster is this machine.", store_url)
+            stats, cost_model = _run_sharded(config, selected, run_id, store_url, workers, threads, console,
+                                             ray_address)
         else:
             runner, cost_model = _make_runner(config, store, threads, console)
             _run_with_progress(runner, selected, run_id, console)
@@ -191,26 +201,58 @@ def _load_role(spec: str, role: Any, seed: int, console: Console) -> tuple[Any, 
 
 def _run_sharded(
     config: Any, examples: list[Any], run_id: str, store_url: str, workers: int, threads: int,
-    console: Console,
+    console: Console, ray_address: str | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Run shards of `examples` in worker processes; show progress by polling the store."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, wait
+    """Run shards of `examples` in worker processes or Ray tasks; show progress by polling the store."""
+    from concurrent.futures import wait
 
     from spec_agent.db.store import SqlTraceStore
 
     shards = [examples[index::workers] for index in range(workers)]
     store = SqlTraceStore(store_url)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _progress(console) as progress:
-        futures = [pool.submit(_run_shard, config, shard, run_id, store_url, threads) for shard in shards if shard]
-        task = progress.add_task(f"Run {run_id[:8]} on {workers} workers", total=len(examples))
+    where = f"Ray cluster {ray_address}" if ray_address else f"{workers} workers"
+    with _shard_pool(workers, threads, ray_address) as submit, _progress(console) as progress:
+        futures = [submit(_run_shard, config, shard, run_id, store_url, threads) for shard in shards if shard]
+        task = progress.add_task(f"Run {run_id[:8]} on {where}", total=len(examples))
         pending = set(futures)
         while pending:
             _done, pending = wait(pending, timeout=2.0)
             progress.update(task, completed=_finished_examples(store, run_id, config))
         results = [future.result() for future in futures]
     return _merge_stats([stats for stats, _ in results]), results[0][1]
+
+
+@contextlib.contextmanager
+def _shard_pool(workers: int, threads: int, ray_address: str | None) -> Iterator[Callable[..., Future]]:
+    """Yield a `submit(function, *args) -> Future` that runs shards in processes or as Ray tasks."""
+    if ray_address is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            yield pool.submit
+        return
+    try:
+        import ray
+    except ImportError as error:
+        raise ConfigError(
+            f"--ray-address {ray_address!r} needs Ray; install it with `pip install 'spec-agent[ray]'`."
+        ) from error
+    started = not ray.is_initialized()
+    if started:
+        # Ray's own address values pass through: 'local' starts a cluster on this machine.
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+    logger.info("Sharding over Ray at %s: %s", ray_address, ray.cluster_resources())
+
+    def submit(function: Callable[..., Any], *args: Any) -> Future:
+        return ray.remote(num_cpus=threads)(function).remote(*args).future()
+
+    try:
+        yield submit
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _run_shard(config: Any, shard: list[Any], run_id: str, store_url: str, threads: int) -> tuple[dict[str, Any], Any]:

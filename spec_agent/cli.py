@@ -82,6 +82,7 @@ def bench(
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run the --workers shards on (ray://HOST:10001, 'auto', or 'local' to start one here); needs the ray extra.")] = None,
 ) -> None:
     """Run configurations A-E over the eval set and write REPORT.md, results.json and frontier.png."""
     from spec_agent import _commands
@@ -116,6 +117,7 @@ def bench(
             console=console,
             workers=workers,
             split=split,
+            ray_address=ray_address,
         )
     except SpecAgentError as error:
         _fail(error)

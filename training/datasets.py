@@ -355,6 +355,17 @@ def generate_proposals(
     return results
 
 
+def cached_proposals(examples: Sequence[Example], cache_path: Path, model: str) -> dict[str, Proposal]:
+    """Return the cached proposals of `model` for those examples whose prompt has not changed since."""
+    cached = _read_proposal_cache(cache_path, model)
+    found = {}
+    for example in examples:
+        proposal = cached.get((example.id, prompt_digest(example)))
+        if proposal is not None:
+            found[example.id] = proposal
+    return found
+
+
 def _read_proposal_cache(path: Path, model: str) -> dict[tuple[str, str], Proposal]:
     if not path.exists():
         return {}

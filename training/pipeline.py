@@ -23,6 +23,7 @@ from spec_agent.training.datasets import (
     assign_split,
     build_sft_rows,
     build_verifier_pairs,
+    cached_proposals,
     dataset_card,
     file_sha256,
     generate_proposals,
@@ -131,8 +132,11 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
     cache = output / "proposals" / f"{_slug(model_name)}.jsonl"
     proposer = LocalProposer(HFChatModel(model_name, role="cheap"))
     proposals = generate_proposals(sample, proposer, cache, progress=progress)
-    wrong = hard_negatives(sample, proposals)
-    logger.info("Hard negatives: %s wrong parsed proposals out of %s generations", len(wrong), len(sample))
+    # Proposals cached by earlier runs for other train examples are as good as new ones.
+    proposals = {**cached_proposals(examples, cache, proposer.name), **proposals}
+    wrong = hard_negatives(examples, proposals)
+    logger.info("Hard negatives: %s wrong parsed proposals out of %s generations (%s new)", len(wrong),
+                len(proposals), len(sample))
     return wrong
 
 

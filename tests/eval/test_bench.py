@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -133,12 +134,14 @@ def test_cli_bench_unknown_model_lists_fix(tmp_path):
     assert "missing-model" in result.output
 
 
-def test_cli_bench_shards_over_workers(tiny_dirs, tmp_path):
+@pytest.mark.parametrize("pool", [[], ["--ray-address", "local"]], ids=["processes", "ray"])
+def test_cli_bench_shards_over_workers(tiny_dirs, tmp_path, pool):
     dataset = write_examples(make_examples(4), tmp_path / "eval.jsonl")
     out = tmp_path / "runs"
     result = CliRunner().invoke(app, [
         "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
         "--workers", "2", "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "AB",
+        *pool,
     ])
     assert result.exit_code == 0, result.output
     store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
@@ -157,3 +160,12 @@ def test_cli_bench_missing_verifier_folder(tmp_path):
     assert result.exit_code == 2
     assert "no-verifier" in result.output
     assert "spec-agent train verifier" in result.output
+
+
+def test_ray_address_without_ray_names_extra(monkeypatch):
+    from spec_agent._commands import _shard_pool
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'spec-agent\[ray\]'"):
+        with _shard_pool(2, 1, "local"):
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import random
 
 import pytest
@@ -25,6 +26,7 @@ from spec_agent.training.datasets import (
     render_prompt,
     render_target,
     action_checks,
+    cached_proposals,
     verifier_texts,
 )
 from tests.training.conftest import make_example
@@ -165,6 +167,14 @@ def test_proposals_cached_on_disk(tmp_path):
     assert proposer.calls == 3
     assert first == second
     assert set(hard_negatives(examples, second)) == {"train-000", "train-001", "train-002"}
+
+
+def test_cached_proposals_skip_changed_prompts(tmp_path):
+    examples = [make_example(index, "train") for index in range(3)]
+    generate_proposals(examples[:2], CountingProposer(), tmp_path / "cache.jsonl")
+    changed = replace(examples[1], messages=[*examples[1].messages, {"role": "user", "content": "More."}])
+    found = cached_proposals([examples[0], changed, examples[2]], tmp_path / "cache.jsonl", CountingProposer.name)
+    assert set(found) == {"train-000"}
 
 
 def test_card_warns_on_missing_kind(caplog):

@@ -52,6 +52,10 @@ class BenchConfig:
     """Cheap proposer: embedded asset name, local directory or hub id."""
     strong_model: str = "qwen2.5-coder-0.5b-instruct"
     """Strong model (fallback and judge): embedded asset name, local directory or hub id."""
+    cheap_adapter: str | None = None
+    """LoRA adapter folder merged into the cheap proposer; None runs the base model."""
+    strong_adapter: str | None = None
+    """LoRA adapter folder merged into the strong model; None runs the base model."""
     name: str = "bench"
     """Run name stored with the run."""
 

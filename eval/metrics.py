@@ -346,16 +346,8 @@ def config_metrics(
     return MetricRow(
         name=name,
         role="config",
-        n=len(rows),
         errors=sum(row.error is not None for row in rows),
-        kind_accuracy=_mean(kind),
-        kind_accuracy_ci=bootstrap_ci(kind, resamples=resamples, seed=seed),
-        full_accuracy=_mean(full),
-        full_accuracy_ci=bootstrap_ci(full, resamples=resamples, seed=seed),
-        cost=_mean(costs),
-        cost_ci=bootstrap_ci(costs, resamples=resamples, seed=seed),
-        flops=flops,
-        flops_vs_a=_ratio(flops, a_flops),
+        **_quality_and_cost(kind, full, costs, flops, a_flops=a_flops, seed=seed, resamples=resamples),
         invalid_rate=_ratio(invalid, proposals),
         invalid_proposals=invalid,
         proposals=proposals,
@@ -505,17 +497,27 @@ def oracle_row(
     return MetricRow(
         name="oracle",
         role="reference",
-        n=len(chosen),
-        kind_accuracy=_mean(kind),
-        kind_accuracy_ci=bootstrap_ci(kind, resamples=resamples, seed=seed),
-        full_accuracy=_mean(full),
-        full_accuracy_ci=bootstrap_ci(full, resamples=resamples, seed=seed),
-        cost=_mean(costs),
-        cost_ci=bootstrap_ci(costs, resamples=resamples, seed=seed),
-        flops=flops,
-        flops_vs_a=_ratio(flops, a_flops),
+        **_quality_and_cost(kind, full, costs, flops, a_flops=a_flops, seed=seed, resamples=resamples),
         description="per example the cheapest configuration with the right kind",
     )
+
+
+def _quality_and_cost(
+    kind: list[float], full: list[float], costs: list[float], flops: float | None, *,
+    a_flops: float | None, seed: int, resamples: int,
+) -> dict[str, Any]:
+    """Return the `MetricRow` fields for per-example kind and full correctness, costs and mean FLOPs."""
+    return {
+        "n": len(kind),
+        "kind_accuracy": _mean(kind),
+        "kind_accuracy_ci": bootstrap_ci(kind, resamples=resamples, seed=seed),
+        "full_accuracy": _mean(full),
+        "full_accuracy_ci": bootstrap_ci(full, resamples=resamples, seed=seed),
+        "cost": _mean(costs),
+        "cost_ci": bootstrap_ci(costs, resamples=resamples, seed=seed),
+        "flops": flops,
+        "flops_vs_a": _ratio(flops, a_flops),
+    }
 
 
 def _cheapest_right(rows: Sequence[DecisionRow]) -> DecisionRow:

@@ -187,6 +187,7 @@ def _header(results: dict[str, Any]) -> str:
         f"- Git commit: `{run['git_commit'] or 'unknown'}`",
         f"- Seed: {run['seed']}; settings sha256: `{run['config_sha256'][:16]}`",
         f"- Package versions: {version_text or 'not recorded'}",
+        *_trained_lines(run["config"] or {}),
         "",
         "<details><summary>Run settings</summary>",
         "",
@@ -197,6 +198,35 @@ def _header(results: dict[str, Any]) -> str:
         "</details>",
     ]
     return "\n".join(lines)
+
+
+def _trained_lines(config: dict[str, Any]) -> list[str]:
+    """Describe the models of a run: base or adapter per proposer, and the trained verifier's quality."""
+    settings = config.get("settings") or {}
+    trained = config.get("trained") or {}
+    lines = []
+    for role in ("cheap", "strong"):
+        model = settings.get(f"{role}_model", MISSING)
+        adapter = trained.get(role)
+        if adapter is None:
+            lines.append(f"- {role.capitalize()} model: {model} (base weights, no adapter)")
+            continue
+        validation = adapter.get("validation") or {}
+        loss = ""
+        if "eval_loss_before" in validation:
+            loss = f"; validation loss {validation['eval_loss_before']:.3f} -> {validation['eval_loss_after']:.3f}"
+        lines.append(f"- {role.capitalize()} model: {model} with LoRA adapter `{adapter['folder']}` "
+                     f"({adapter.get('steps')} steps{loss})")
+    verifier = trained.get("verifier")
+    if verifier is None:
+        lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}")
+    else:
+        validation = verifier.get("validation") or {}
+        auc = validation.get("heldout_roc_auc")
+        lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`; ROC AUC on held-out "
+                     f"train-split pairs {MISSING if auc is None else f'{auc:.3f}'}, threshold "
+                     f"{settings.get('thresholds', {}).get('verifier', MISSING)}")
+    return lines
 
 
 def _column(key: str, label: str | None = None) -> str:

@@ -157,8 +157,9 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
     from spec_agent.eval.bench import BenchRunner, Models
     torch.set_num_threads(threads)
     with console.status("Loading models"):
-        cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console)
-        strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console)
+        cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console, config.cheap_adapter)
+        strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console,
+                                               config.strong_adapter)
     # NOTE: served models report no parameter count, so their calls add no token FLOPs.
     cost_model = CostModel(
         parameters={"cheap": cheap_parameters, "strong": strong_parameters, "judge": strong_parameters}
@@ -184,18 +185,21 @@ def _verifier(choice: str) -> Any:
     return TrainedVerifier(choice)
 
 
-def _load_role(spec: str, role: Any, seed: int, console: Console) -> tuple[Any, float]:
+def _load_role(spec: str, role: Any, seed: int, console: Console, adapter: str | None = None) -> tuple[Any, float]:
     """Return the model for one role and its parameter count (0 when served)."""
     from spec_agent._memo import CachedModel
     from spec_agent.hf import HFChatModel
     from spec_agent.proposers import LangChainProposer
 
     if is_served(spec):
+        if adapter is not None:
+            raise ConfigError(f"Adapter {adapter!r} cannot be merged into served model {spec!r}; load the "
+                              "adapter in the server (vLLM: --enable-lora) or drop --cheap-adapter/--strong-adapter.")
         return LangChainProposer(served_chat_model(spec), role=role), 0.0
-    model = HFChatModel(spec, role=role, seed=seed)
+    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter)
     started = time.perf_counter()
     model.load()
-    console.print(f"Loaded {model.name} in {time.perf_counter() - started:.1f}s")
+    console.print(f"Loaded {model.name}{f' with adapter {adapter}' if adapter else ''} in {time.perf_counter() - started:.1f}s")
     return CachedModel(model), model.parameters
 
 
@@ -306,11 +310,27 @@ def _run_metadata(config: Any, dataset: Path, count: int) -> dict[str, Any]:
         "dataset": str(dataset),
         "dataset_sha256": _sha256(dataset),
         "examples": count,
+        "trained": _trained_metadata(config),
         "git_commit": _git_commit(),
         "package_versions": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _trained_metadata(config: Any) -> dict[str, Any]:
+    """Return the training manifest summary of each adapter and trained verifier a run uses."""
+    folders = {"cheap": config.cheap_adapter, "strong": config.strong_adapter,
+               "verifier": None if config.verifier == "confidence" else config.verifier}
+    found: dict[str, Any] = {}
+    for role, folder in folders.items():
+        if folder is None:
+            continue
+        path = Path(folder) / "training-manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        found[role] = {"folder": str(folder), "steps": manifest.get("steps"),
+                       "validation": manifest.get("validation"), "git_commit": manifest.get("git_commit")}
+    return found
 
 
 def _sha256(path: Path) -> str:

@@ -77,7 +77,10 @@ def bench(
     cheap_model: Annotated[str, typer.Option(help="Cheap proposer: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "smollm2-135m-instruct",
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
-    verifier: Annotated[str, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own) or a folder from `spec-agent train verifier`.")] = "confidence",
+    verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own) or a folder from `spec-agent train verifier`; default: the shipped trained verifier.")] = None,
+    cheap_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the cheap proposer; default: the shipped one for an embedded model.")] = None,
+    strong_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the strong model; default: the shipped one for an embedded model.")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,
     verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
@@ -91,6 +94,11 @@ def bench(
     try:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}.")
+        from spec_agent.defaults import bench_models
+
+        trained = bench_models(cheap_model=cheap_model, strong_model=strong_model, verifier=verifier,
+                               cheap_adapter=cheap_adapter, strong_adapter=strong_adapter, untrained=untrained)
+        verifier = trained.verifier
         chosen = {"judge": judge_threshold, "verifier": _verifier_threshold(verifier, verifier_threshold),
                   "by_kind": {}}
         if thresholds is not None:
@@ -106,6 +114,8 @@ def bench(
             verifier=verifier,
             cheap_model=cheap_model,
             strong_model=strong_model,
+            cheap_adapter=trained.cheap_adapter,
+            strong_adapter=trained.strong_adapter,
         )
         _commands.run_bench(
             config,

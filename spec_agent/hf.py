@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from spec_agent.cost import ModelCall, Role
@@ -61,6 +62,8 @@ class HFChatModel:
         seed: Base seed; sampling for a prompt uses `seed` plus the caller's seed.
         reuse_prefix: Keep the KV cache of the latest prompt and prefill only the tokens a new
             prompt does not share with it. Off, every call prefills its whole prompt.
+        adapter: Folder of a peft LoRA adapter trained on `model` (`spec-agent train proposer`);
+            it is merged into the weights at load time, so generation costs what the base does.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class HFChatModel:
         generation: GenerationConfig | None = None,
         seed: int = 0,
         reuse_prefix: bool = True,
+        adapter: str | Path | None = None,
     ) -> None:
         self.name = model
+        self.adapter = Path(adapter) if adapter is not None else None
         self.role = role
         self.generation = generation or GenerationConfig()
         self.seed = seed
@@ -108,13 +113,16 @@ class HFChatModel:
                 f"Could not load model {self.name!r} (tried {path!r}): {error}. Pass an embedded "
                 "asset name (see `spec-agent assets list`), a local model directory or a hub id."
             ) from error
+        if self.adapter is not None:
+            model = _merge_adapter(model, self.adapter, self.name)
         model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self._tokenizer, self._model = tokenizer, model
         self.parameters = float(sum(parameter.numel() for parameter in model.parameters()))
-        logger.info("Loaded %s (%.0fM parameters) in %.1fs", self.name, self.parameters / 1e6,
+        logger.info("Loaded %s%s (%.0fM parameters) in %.1fs", self.name,
+                    f" with adapter {self.adapter}" if self.adapter else "", self.parameters / 1e6,
                     time.perf_counter() - started)
 
     @property
@@ -317,3 +325,22 @@ class HFChatModel:
             raise ConfigError(f"Label {label!r} encodes to no tokens with {self.name!r}.")
         return int(ids[0])
 
+
+
+def _merge_adapter(model: Any, adapter: Path, name: str) -> Any:
+    """Return `model` with the LoRA adapter in `adapter` merged into its weights.
+
+    Raises:
+        ConfigError: The folder holds no adapter, or one that does not fit the model.
+    """
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"Adapter folder {str(adapter)!r} has no adapter_config.json; pass the `adapter` folder "
+            "that `spec-agent train proposer` writes, or drop the adapter to run the base model."
+        )
+    try:
+        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ConfigError(f"Adapter {str(adapter)!r} does not fit model {name!r}: {error}") from error

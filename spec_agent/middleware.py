@@ -7,9 +7,9 @@ speculation graph and the same `Speculator` body as `speculative_node` do the wo
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,8 @@ class _PendingCall:
     calls: list[ModelCall] = field(default_factory=list)
 
 
-# The speculation graph is compiled once, but each step's fallback is that step's `handler`; the
-# graph's fallback node reads it from here. Context variables follow LangGraph's worker threads
+# The speculation loop is built once, but each step's fallback is that step's `handler`; the
+# loop's fallback node reads it from here. Context variables follow LangGraph's worker threads
 # and asyncio tasks, so concurrent agent runs never see each other's handler.
 _PENDING: contextvars.ContextVar[_PendingCall | None] = contextvars.ContextVar(
     "spec_agent_pending_call", default=None
@@ -69,6 +69,16 @@ class _AgentModelFallback:
         call = ModelCall(role="strong", model=name, prompt_tokens=usage.get("input_tokens"),
                          completion_tokens=usage.get("output_tokens"))
         return [proposal_from_message(message)], [call]
+
+
+@contextlib.contextmanager
+def _handler_available(pending: _PendingCall) -> Iterator[None]:
+    """Expose a step's handler to `_AgentModelFallback` while the loop runs that step."""
+    token = _PENDING.set(pending)
+    try:
+        yield
+    finally:
+        _PENDING.reset(token)
 
 
 def _pending() -> _PendingCall:
@@ -151,14 +161,9 @@ class SpeculativeMiddleware(AgentMiddleware):
         context, pending = self._start(request, handler)
         if context.budget_spent is not None:
             return ModelResponse(result=[self.speculator.budget_message(context)])
-        token = _PENDING.set(pending)
-        try:
+        with _handler_available(pending):
             result = self.speculator.loop.invoke(context.inputs)
-        finally:
-            _PENDING.reset(token)
-        response, record = self._finish(context, pending, result)
-        self.speculator._trace.write(record)
-        return response
+        return self._finish(context, pending, result)
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -167,14 +172,9 @@ class SpeculativeMiddleware(AgentMiddleware):
         context, pending = self._start(request, handler)
         if context.budget_spent is not None:
             return ModelResponse(result=[self.speculator.budget_message(context)])
-        token = _PENDING.set(pending)
-        try:
+        with _handler_available(pending):
             result = await self.speculator.loop.ainvoke(context.inputs)
-        finally:
-            _PENDING.reset(token)
-        response, record = self._finish(context, pending, result)
-        await asyncio.to_thread(self.speculator._trace.write, record)
-        return response
+        return self._finish(context, pending, result)
 
     def _start(self, request: ModelRequest, handler: Callable[[Any], Any]) -> tuple[StepContext, _PendingCall]:
         messages = ([request.system_message] if request.system_message else []) + list(request.messages)
@@ -184,12 +184,13 @@ class SpeculativeMiddleware(AgentMiddleware):
         )
         return context, _PendingCall(request=request, handler=handler)
 
-    def _finish(
-        self, context: StepContext, pending: _PendingCall, result: Mapping[str, Any]
-    ) -> tuple[ModelResponse, Any]:
+    def _finish(self, context: StepContext, pending: _PendingCall, result: Mapping[str, Any]) -> ModelResponse:
+        """Queue the trace row and build the response: the chosen action, or the agent's own reply."""
         message, record = self.speculator.finish(context, result)
+        # With the default background writer the row only joins a queue, so the async path calls this too.
+        self.speculator._trace.write(record)
         if result["decision"].fallback is None or pending.response is None:
-            return ModelResponse(result=[message]), record
+            return ModelResponse(result=[message])
         # On escalation the agent's own reply is returned (its id, content and usage intact), with
         # the decision record added, so a streamed fallback and the stored message agree.
         own = _ai_message(pending.response)
@@ -197,7 +198,7 @@ class SpeculativeMiddleware(AgentMiddleware):
         metadata["action_kind"] = message.response_metadata["action_kind"]
         replaced = own.model_copy(update={"response_metadata": metadata})
         structured = getattr(pending.response, "structured_response", None)
-        return ModelResponse(result=[replaced], structured_response=structured), record
+        return ModelResponse(result=[replaced], structured_response=structured)
 
 
 def _ai_message(response: Any) -> Any:

@@ -10,7 +10,6 @@ store, becomes one row keyed by `thread_id:step`, so a retried step is stored on
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -244,7 +243,8 @@ class Speculator:
             return {"messages": [self.budget_message(context)]}
         result = await self.loop.ainvoke(context.inputs)
         message, row = self.finish(context, result)
-        await asyncio.to_thread(self._trace.write, row)
+        # With the default background writer the row only joins a queue, so the event loop is not blocked.
+        self._trace.write(row)
         return {"messages": [message]}
 
     def context(

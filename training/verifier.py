@@ -206,12 +206,14 @@ def load_classifier(path: Path) -> tuple[Any, Any]:
     """Load a saved classifier verifier: a full model, or a LoRA adapter over its base model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    settings = json.loads((path / VERIFIER_FILE).read_text(encoding="utf-8"))
+    # A shipped LoRA verifier leaves out the tokenizer, which is the base model's.
+    has_tokenizer = (path / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else load_tokenizer(settings["base_model"])
     tokenizer.truncation_side = "left"
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        settings = json.loads((path / VERIFIER_FILE).read_text(encoding="utf-8"))
         base = load_pretrained(AutoModelForSequenceClassification, settings["base_model"], num_labels=2)
         model = PeftModel.from_pretrained(base, str(path))
     else:

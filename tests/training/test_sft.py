@@ -65,6 +65,20 @@ def test_adapter_loads_in_hf_chat_model(trained):
     assert calls[0].completion_tokens >= 1
 
 
+def test_adapter_argument_merges_weights(trained, tiny_lm, tmp_path):
+    from peft import PeftModel
+
+    from spec_agent.hf import HFChatModel
+
+    merged = HFChatModel(str(tiny_lm), role="cheap", adapter=trained.adapter_dir)
+    ids = merged.tokenizer("file_read: ls(a=True)", return_tensors="pt")["input_ids"]
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), trained.adapter_dir).eval()
+    with torch.inference_mode():
+        assert torch.allclose(merged.model(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-5)
+    with pytest.raises(ConfigError, match="has no adapter_config.json"):
+        HFChatModel(str(tiny_lm), role="cheap", adapter=tmp_path).load()
+
+
 class InterruptAt(TrainerCallback):
     """Send SIGINT to this process at one step, as Ctrl-C would."""
 

@@ -1,0 +1,74 @@
+"""The trained proposer adapters and verifier that ship inside the package.
+
+`spec-agent train all --recipe cpu-default` produces them, and the files in `spec_agent/trained/`
+are copies of its output: a LoRA adapter per embedded proposer and the classifier verifier, each
+with the `training-manifest.json` that records its data, recipe, steps and validation metrics.
+`spec-agent bench` uses them unless `--untrained` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TRAINED_DIR = Path(__file__).with_name("trained")
+"""Folder of the shipped adapters and verifier."""
+
+
+def shipped_adapter(model: str) -> Path | None:
+    """Return the shipped LoRA adapter folder of an embedded model name, or None when there is none."""
+    folder = TRAINED_DIR / f"proposer-{model}"
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def shipped_verifier() -> Path | None:
+    """Return the shipped trained verifier folder, or None when the package has none."""
+    folder = TRAINED_DIR / "verifier"
+    return folder if (folder / "verifier.json").is_file() else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchModels:
+    """The adapters and verifier a benchmark run uses."""
+
+    cheap_adapter: str | None
+    """LoRA adapter folder of the cheap proposer; None runs the base model."""
+    strong_adapter: str | None
+    """LoRA adapter folder of the strong model; None runs the base model."""
+    verifier: str
+    """`confidence` or a trained verifier folder."""
+
+
+def bench_models(
+    *,
+    cheap_model: str,
+    strong_model: str,
+    verifier: str | None,
+    cheap_adapter: str | None,
+    strong_adapter: str | None,
+    untrained: bool,
+) -> BenchModels:
+    """Resolve what a benchmark run uses: explicit choices first, then the shipped defaults.
+
+    With `untrained`, a model without an explicit adapter runs as is and the default verifier is
+    the cheap model's confidence. Otherwise a model that has a shipped adapter gets it, and the
+    default verifier is the shipped one (the confidence verifier when the package has none).
+    """
+    if untrained:
+        return BenchModels(cheap_adapter=cheap_adapter, strong_adapter=strong_adapter,
+                           verifier=verifier or "confidence")
+    shipped = shipped_verifier()
+    if verifier is None and shipped is None:
+        logger.warning("No trained verifier ships with this package; D and E use the confidence verifier.")
+    return BenchModels(
+        cheap_adapter=cheap_adapter or _as_text(shipped_adapter(cheap_model)),
+        strong_adapter=strong_adapter or _as_text(shipped_adapter(strong_model)),
+        verifier=verifier or _as_text(shipped) or "confidence",
+    )
+
+
+def _as_text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -56,6 +56,9 @@ class BenchConfig:
     """LoRA adapter folder merged into the cheap proposer; None runs the base model."""
     strong_adapter: str | None = None
     """LoRA adapter folder merged into the strong model; None runs the base model."""
+    share: bool = True
+    """Share each model call across configurations and reuse each model's prefix KV cache; False
+    computes every call of every configuration from scratch, to measure what sharing saves."""
     name: str = "bench"
     """Run name stored with the run."""
 

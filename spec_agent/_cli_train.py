@@ -100,6 +100,23 @@ def _roles(role: str) -> tuple[str, ...]:
     raise typer.Exit(code=2)
 
 
+@train_app.command("package")
+def package_command(
+    output: OutputOption = Path("runs/train"),
+) -> None:
+    """Copy a finished run's LoRA adapters and verifier into the package as the bench defaults."""
+    from spec_agent.defaults import package_trained
+
+    try:
+        folders = package_trained(output)
+    except SpecAgentError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None
+    for folder in folders:
+        size = sum(path.stat().st_size for path in folder.iterdir()) / 1e6
+        console.print(f"Packaged {folder} ({size:.1f} MB)")
+
+
 def _verifier(recipe, output: Path):  # noqa: ANN001, ANN202
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

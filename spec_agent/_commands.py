@@ -157,9 +157,10 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
     from spec_agent.eval.bench import BenchRunner, Models
     torch.set_num_threads(threads)
     with console.status("Loading models"):
-        cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console, config.cheap_adapter)
+        cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console,
+                                             config.cheap_adapter, config.share)
         strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console,
-                                               config.strong_adapter)
+                                               config.strong_adapter, config.share)
     # NOTE: served models report no parameter count, so their calls add no token FLOPs.
     cost_model = CostModel(
         parameters={"cheap": cheap_parameters, "strong": strong_parameters, "judge": strong_parameters}
@@ -185,8 +186,13 @@ def _verifier(choice: str) -> Any:
     return TrainedVerifier(choice)
 
 
-def _load_role(spec: str, role: Any, seed: int, console: Console, adapter: str | None = None) -> tuple[Any, float]:
-    """Return the model for one role and its parameter count (0 when served)."""
+def _load_role(
+    spec: str, role: Any, seed: int, console: Console, adapter: str | None = None, share: bool = True,
+) -> tuple[Any, float]:
+    """Return the model for one role and its parameter count (0 when served).
+
+    With `share`, a local model reuses its prefix KV cache and each distinct call runs once.
+    """
     from spec_agent._memo import CachedModel
     from spec_agent.hf import HFChatModel
     from spec_agent.proposers import LangChainProposer
@@ -196,11 +202,11 @@ def _load_role(spec: str, role: Any, seed: int, console: Console, adapter: str |
             raise ConfigError(f"Adapter {adapter!r} cannot be merged into served model {spec!r}; load the "
                               "adapter in the server (vLLM: --enable-lora) or drop --cheap-adapter/--strong-adapter.")
         return LangChainProposer(served_chat_model(spec), role=role), 0.0
-    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter)
+    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share)
     started = time.perf_counter()
     model.load()
     console.print(f"Loaded {model.name}{f' with adapter {adapter}' if adapter else ''} in {time.perf_counter() - started:.1f}s")
-    return CachedModel(model), model.parameters
+    return (CachedModel(model) if share else model), model.parameters
 
 
 def _run_sharded(

@@ -3,14 +3,19 @@
 `spec-agent train all --recipe cpu-default` produces them, and the files in `spec_agent/trained/`
 are copies of its output: a LoRA adapter per embedded proposer and the classifier verifier, each
 with the `training-manifest.json` that records its data, recipe, steps and validation metrics.
-`spec-agent bench` uses them unless `--untrained` is given.
+`spec-agent bench` uses them unless `--untrained` is given, and `spec-agent train package` copies
+a training run's output here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from spec_agent.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +77,43 @@ def bench_models(
 
 def _as_text(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "training-manifest.json", "verifier.json")
+"""Files copied into the package per artifact; tokenizers and checkpoints stay behind."""
+
+
+def package_trained(output: Path, *, target: Path | None = None) -> list[Path]:
+    """Copy the LoRA adapters and the LoRA verifier of a `spec-agent train all` run into the package.
+
+    Each proposer adapter lands in `proposer-<base model name>/` and the verifier in `verifier/`,
+    replacing what was there. Returns the folders written.
+
+    Raises:
+        ConfigError: The run has no finished adapter, or its verifier is a full fine-tune, whose
+            weights are too large to ship.
+    """
+    target = target or TRAINED_DIR
+    sources = {role: Path(output) / role / "adapter" for role in ("proposer-cheap", "proposer-strong", "verifier")}
+    missing = [str(folder) for folder in sources.values() if not (folder / "adapter_config.json").is_file()]
+    if missing:
+        raise ConfigError(
+            f"No finished LoRA adapter in {', '.join(missing)}; run `spec-agent train all --output "
+            f"{output}` to the end (a verifier needs \"method\": \"lora\" in its recipe)."
+        )
+    written = []
+    for role, source in sources.items():
+        if role == "verifier":
+            name = "verifier"
+        else:
+            manifest = json.loads((source / "training-manifest.json").read_text(encoding="utf-8"))
+            name = f"proposer-{manifest['base_model']['name']}"
+        folder = target / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for file_name in SHIPPED_FILES:
+            if (source / file_name).is_file():
+                shutil.copy2(source / file_name, folder / file_name)
+        logger.info("Packaged %s as %s", source, folder)
+        written.append(folder)
+    return written

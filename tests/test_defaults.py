@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
 from spec_agent import defaults
-from spec_agent.defaults import bench_models
+from spec_agent.defaults import bench_models, package_trained
+from spec_agent.errors import ConfigError
 
 
 @pytest.fixture
@@ -50,3 +52,31 @@ def test_missing_verifier_warns(tmp_path, monkeypatch, caplog):
         chosen = choose()
     assert chosen.verifier == "confidence"
     assert "No trained verifier ships" in caplog.text
+
+
+def fake_run(output, *, verifier_lora=True):
+    for role, model in (("proposer-cheap", "cheap-asset"), ("proposer-strong", "strong-asset"), ("verifier", "minilm")):
+        folder = output / role / "adapter"
+        folder.mkdir(parents=True)
+        (folder / "training-manifest.json").write_text(json.dumps({"base_model": {"name": model}}))
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        (folder / "tokenizer.json").write_text("{}")
+        if role != "verifier" or verifier_lora:
+            (folder / "adapter_config.json").write_text("{}")
+    (output / "verifier" / "adapter" / "verifier.json").write_text("{}")
+
+
+def test_package_copies_adapters_only(tmp_path):
+    fake_run(tmp_path / "run")
+    folders = package_trained(tmp_path / "run", target=tmp_path / "trained")
+    assert [folder.name for folder in folders] == ["proposer-cheap-asset", "proposer-strong-asset", "verifier"]
+    assert sorted(path.name for path in (tmp_path / "trained" / "verifier").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "training-manifest.json", "verifier.json"]
+    assert not (tmp_path / "trained" / "proposer-cheap-asset" / "tokenizer.json").exists()
+
+
+def test_package_rejects_full_verifier(tmp_path):
+    fake_run(tmp_path / "run", verifier_lora=False)
+    with pytest.raises(ConfigError, match=r"verifier/adapter; run `spec-agent train all"):
+        package_trained(tmp_path / "run", target=tmp_path / "trained")
+    assert not (tmp_path / "trained").exists()

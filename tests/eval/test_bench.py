@@ -169,3 +169,21 @@ def test_ray_address_without_ray_names_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'spec-agent\[ray\]'"):
         with _shard_pool(2, 1, "local"):
             pass
+
+
+def test_cli_bench_no_share_same_actions(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
+    actions = {}
+    for flag in ([], ["--no-share"]):
+        out = tmp_path / ("unshared" if flag else "shared")
+        result = CliRunner().invoke(app, [
+            "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+            "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "ACD", "--untrained", *flag,
+        ])
+        assert result.exit_code == 0, result.output
+        store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+        run = store.latest_run()
+        assert run.config["settings"]["share"] is not bool(flag)
+        actions[bool(flag)] = sorted((row.config, row.example_id, json.dumps(row.final_action, sort_keys=True))
+                                     for row in store.decisions(run.run_id))
+    assert actions[False] == actions[True]

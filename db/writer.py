@@ -8,9 +8,9 @@ store has committed them, and the store ignores rows it already has, so a retry 
 a row.
 
 With `WritePolicy(flush_interval_s=...)` a daemon thread does the writing, so the caller only
-appends to the queue instead of committing a transaction per call. Rows then
-wait in memory for at most the interval (or until `flush()`/`close()`), and a process killed in
-that window loses them; the default policy writes in the caller's thread.
+appends to the queue instead of committing a transaction per call. Rows then wait in memory for
+at most the interval (or until `flush()`/`close()`), and a process killed in that window loses
+them. The default policy writes in the caller's thread.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
        \\                   \\--REJECT--> fallback -> finalize
         \\-- (no proposer) ------------> fallback
 
-Every configuration of the benchmark and every wrapped agent runs through this graph; the nodes
-are thin shells over the decision functions in `spec_agent.decision`. Each node has a sync and an
+Every configuration of the benchmark runs through this graph, and every wrapped agent walks the
+same nodes along the same edges (`SpeculationLoop`); the nodes are thin shells over the decision
+functions in `spec_agent.decision`. Each node has a sync and an
 async path around one shared body: `invoke` calls the models one after the other, `ainvoke` runs
 the N proposals of a step, and their verifications, concurrently.
 """
@@ -107,8 +108,8 @@ class SpeculationLoop:
     `compile()` returns the LangGraph graph that the benchmark runs and that `langgraph dev`
     serves. `invoke`/`ainvoke` walk the same nodes along the same edges inside the caller's own
     node, which is what `speculative_node` does: on a 2-core CPU a nested Pregel run added about
-    2 ms per decision (benchmarks/test_node_overhead.py), more than the rest of the loop. Both paths apply the
-    state's reducers, so they return the same decision.
+    2 ms per decision (benchmarks/test_node_overhead.py), more than the rest of the loop. Both
+    paths apply the state's reducers, so they return the same decision.
 
     Args: as in `build_speculation_graph`.
 

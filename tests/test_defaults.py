@@ -80,3 +80,44 @@ def test_package_rejects_full_verifier(tmp_path):
     with pytest.raises(ConfigError, match=r"verifier/adapter; run `spec-agent train all"):
         package_trained(tmp_path / "run", target=tmp_path / "trained")
     assert not (tmp_path / "trained").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+def test_shipped_adapter_changes_real_model(name):
+    import torch
+
+    from spec_agent.hf import HFChatModel
+    from tests.test_assets import require_fetched
+
+    adapter = defaults.shipped_adapter(name)
+    assert adapter is not None, f"no adapter for {name} in {defaults.TRAINED_DIR}"
+    require_fetched(name)
+    tuned = HFChatModel(name, role="cheap", adapter=adapter)
+    base = HFChatModel(name, role="cheap")
+    ids = tuned.tokenizer("file_read: ls(a=True)", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert not torch.allclose(tuned.model(input_ids=ids).logits, base.model(input_ids=ids).logits)
+
+
+@pytest.mark.slow
+def test_shipped_verifier_scores_real_pairs():
+    from spec_agent.actions import Action
+    from spec_agent.decision import Proposal
+    from spec_agent.training.verifier import TrainedVerifier
+    from tests.test_assets import require_fetched
+
+    folder = defaults.shipped_verifier()
+    assert folder is not None, f"no verifier in {defaults.TRAINED_DIR}"
+    require_fetched("all-minilm-l6-v2")
+    verifier = TrainedVerifier(folder)
+    messages = [{"role": "user", "content": "What is in notes.txt?"}]
+    tools = [{"name": "cat", "description": "Print a file.",
+              "parameters": {"type": "object", "properties": {"file_name": {"type": "string"}}, "required": ["file_name"]}}]
+    proposal = Proposal(text="", action=Action.from_dict({"kind": "file_read", "tool_calls": [
+        {"name": "cat", "arguments": {"file_name": "notes.txt"}}]}))
+    first, calls = verifier.score(messages, tools, proposal)
+    again, _ = verifier.score(messages, tools, proposal)
+    assert 0.0 <= first <= 1.0
+    assert first == again
+    assert 0.0 < verifier.threshold < 1.0

@@ -210,6 +210,8 @@ class BenchmarkMetrics:
     call_prices: dict[str, float] = field(default_factory=dict)
     routing: RoutingMetrics | None = None
     """Threshold sweep, APGR/CPT, IBC, verifier quality and wasted cost; None without A, B and D."""
+    confusion: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Per configuration, gold kind -> chosen kind (or `invalid`) -> example count."""
 
 
 def bootstrap_ci(
@@ -304,7 +306,20 @@ def compute_metrics(
         resamples=resamples,
         call_prices={role: float(price) for role, price in prices.items()},
         routing=routing_metrics(priced, configs, cost_model=cost_model),
+        confusion={name: kind_confusion(config_rows) for name, config_rows in grouped.items()},
     )
+
+
+INVALID_KIND = "invalid"
+"""Confusion column of decisions that chose no valid action."""
+
+
+def kind_confusion(rows: Iterable[DecisionRow]) -> dict[str, dict[str, int]]:
+    """Count, per gold kind, how often each kind (or no valid action) was chosen."""
+    counts: dict[str, Counter[str]] = {}
+    for row in rows:
+        counts.setdefault(row.gold_kind, Counter())[row.final_kind or INVALID_KIND] += 1
+    return {gold: dict(chosen) for gold, chosen in counts.items()}
 
 
 def group_by_config(rows: Iterable[DecisionRow]) -> dict[str, list[DecisionRow]]:

@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spec_agent.actions import ACTION_KINDS
 from spec_agent.cost import CostModel
 from spec_agent.db.store import RunInfo, TraceStore
 from spec_agent.errors import ConfigError
 from spec_agent.eval.metrics import (
     CONFIDENCE,
+    INVALID_KIND,
     METRIC_SPECS,
     METRICS,
     BenchmarkMetrics,
@@ -134,6 +136,7 @@ def build_results(run: RunInfo, metrics: BenchmarkMetrics) -> dict[str, Any]:
             for name, kinds in metrics.per_kind.items()
         },
         "delta_vs_a": metrics.deltas,
+        "kind_confusion": metrics.confusion,
         "routing": metrics.routing.to_dict() if metrics.routing else None,
         "examples": {
             "rows": sum(row.n for row in configs),
@@ -168,6 +171,7 @@ def render_markdown(results: dict[str, Any], metrics: BenchmarkMetrics) -> str:
         _errors_section(metrics),
         _delta_table(metrics),
         _per_kind_table(metrics),
+        _confusion_section(metrics),
         _routing_section(metrics),
         _reading_notes(metrics),
     ]
@@ -328,6 +332,24 @@ def _per_kind_table(metrics: BenchmarkMetrics) -> str:
             item = metrics.per_kind[name][index]
             cells.append(f"{_number(item.accuracy)} ({item.support})")
         lines.append(_table_line(cells))
+    return "\n".join(lines)
+
+
+def _confusion_section(metrics: BenchmarkMetrics) -> str:
+    """Render, per configuration, which kind was chosen for each gold kind (rows gold, columns chosen)."""
+    if not metrics.confusion:
+        return ""
+    chosen_kinds = [*ACTION_KINDS, INVALID_KIND]
+    lines = ["## Chosen kind per gold kind", "",
+             "Rows are gold kinds and columns the kind of the chosen action; `invalid` counts decisions "
+             "with no valid action. The diagonal is the correct share."]
+    for name, table in metrics.confusion.items():
+        used = [kind for kind in chosen_kinds if any(kind in row for row in table.values())]
+        lines += ["", f"<details><summary>{name}</summary>", "",
+                  _table_line(["gold \\ chosen", *used]), _table_line(["---"] * (len(used) + 1))]
+        for gold in [kind for kind in ACTION_KINDS if kind in table]:
+            lines.append(_table_line([gold, *[str(table[gold].get(kind, 0)) for kind in used]]))
+        lines += ["", "</details>"]
     return "\n".join(lines)
 
 

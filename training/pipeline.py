@@ -135,8 +135,8 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
     # Proposals cached by earlier runs for other train examples are as good as new ones.
     proposals = {**cached_proposals(examples, cache, proposer.name), **proposals}
     wrong = hard_negatives(examples, proposals)
-    logger.info("Hard negatives: %s wrong parsed proposals out of %s generations (%s new)", len(wrong),
-                len(proposals), len(sample))
+    logger.info("Hard negatives: %s wrong parsed proposals out of %s generations (the recipe's sample is %s)",
+                len(wrong), len(proposals), len(sample))
     return wrong
 
 

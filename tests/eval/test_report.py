@@ -220,3 +220,31 @@ def test_empty_run_reports(tmp_path):
     paths = write_report(store, run_id, tmp_path / "out")
     assert "No decision rows" in paths.markdown.read_text(encoding="utf-8")
     assert json.loads(paths.results.read_text(encoding="utf-8"))["configs"] == {}
+
+
+def test_confusion_counts_match_accuracy(report):
+    store, run_id, paths = report
+    results = json.loads(paths.results.read_text(encoding="utf-8"))
+    rows = store.decisions(run_id, "B")
+    confusion = results["kind_confusion"]["B"]
+    assert sum(sum(chosen.values()) for chosen in confusion.values()) == len(rows)
+    assert sum(chosen.get(gold, 0) for gold, chosen in confusion.items()) == sum(
+        row.final_kind == row.gold_kind for row in rows)
+    assert sum(chosen.get("invalid", 0) for chosen in confusion.values()) == sum(row.final_kind is None for row in rows)
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert "## Chosen kind per gold kind" in markdown
+    assert "<summary>B</summary>" in markdown
+
+
+def test_header_names_models_and_verifier(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    config = {"settings": {"cheap_model": "small", "strong_model": "big", "verifier": "/v",
+                           "thresholds": {"verifier": 0.39}},
+              "trained": {"cheap": {"folder": "/a", "steps": 16, "validation": {"eval_loss_before": 2.0, "eval_loss_after": 1.5}},
+                          "verifier": {"folder": "/v", "validation": {"heldout_roc_auc": 0.922}}}}
+    run_id = store.start_run(name="models", config=config)
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert "- Cheap model: small with LoRA adapter `/a` (16 steps; validation loss 2.000 -> 1.500)" in markdown
+    assert "- Strong model: big (base weights, no adapter)" in markdown
+    assert "ROC AUC on held-out train-split pairs 0.922, threshold 0.39" in markdown

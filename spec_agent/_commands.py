@@ -205,7 +205,8 @@ def _load_role(
     model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share)
     started = time.perf_counter()
     model.load()
-    console.print(f"Loaded {model.name}{f' with adapter {adapter}' if adapter else ''} in {time.perf_counter() - started:.1f}s")
+    note = f" with adapter {adapter}" if adapter else ""
+    console.print(f"Loaded {model.name}{note} in {time.perf_counter() - started:.1f}s")
     return (CachedModel(model) if share else model), model.parameters
 
 

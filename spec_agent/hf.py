@@ -331,7 +331,7 @@ def _merge_adapter(model: Any, adapter: Path, name: str) -> Any:
     """Return `model` with the LoRA adapter in `adapter` merged into its weights.
 
     Raises:
-        ConfigError: The folder holds no adapter, or one that does not fit the model.
+        ConfigError: The folder contains no adapter, or one that does not fit the model.
     """
     from peft import PeftModel
 

@@ -227,9 +227,9 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
     else:
         validation = verifier.get("validation") or {}
         auc = validation.get("heldout_roc_auc")
+        threshold = (settings.get("thresholds") or {}).get("verifier")
         lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`; ROC AUC on held-out "
-                     f"train-split pairs {MISSING if auc is None else f'{auc:.3f}'}, threshold "
-                     f"{settings.get('thresholds', {}).get('verifier', MISSING)}")
+                     f"train-split pairs {_number(auc)}, threshold {_number(threshold)}")
     return lines
 
 

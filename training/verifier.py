@@ -214,7 +214,16 @@ def load_classifier(path: Path) -> tuple[Any, Any]:
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_pretrained(AutoModelForSequenceClassification, settings["base_model"], num_labels=2)
+        from transformers.utils import logging as transformers_logging
+
+        # The base has no classifier head, and transformers reports it as missing; the adapter
+        # carries the trained head, so the report would only mislead.
+        level = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            base = load_pretrained(AutoModelForSequenceClassification, settings["base_model"], num_labels=2)
+        finally:
+            transformers_logging.set_verbosity(level)
         model = PeftModel.from_pretrained(base, str(path))
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path)

@@ -111,7 +111,7 @@ def test_cli_bench_writes_report(tiny_dirs, tmp_path, monkeypatch):
     out = tmp_path / "runs"
     result = CliRunner().invoke(app, [
         "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
-        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "ABD",
+        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "ABD", "--untrained",
     ])
     assert result.exit_code == 0, result.output
     run_dir = next(path for path in out.iterdir() if path.is_dir())
@@ -187,3 +187,24 @@ def test_cli_bench_no_share_same_actions(tiny_dirs, tmp_path):
         actions[bool(flag)] = sorted((row.config, row.example_id, json.dumps(row.final_action, sort_keys=True))
                                      for row in store.decisions(run.run_id))
     assert actions[False] == actions[True]
+
+
+@pytest.mark.slow
+def test_cli_bench_defaults_to_shipped_verifier(tiny_dirs, tmp_path):
+    from spec_agent.defaults import shipped_verifier
+    from tests.test_assets import require_fetched
+
+    require_fetched("all-minilm-l6-v2")
+    dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "AD",
+    ])
+    assert result.exit_code == 0, result.output
+    store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+    run = store.latest_run()
+    assert run.config["settings"]["verifier"] == str(shipped_verifier())
+    assert run.config["trained"]["verifier"]["validation"]["heldout_roc_auc"] > 0.8
+    scored = [row for row in store.decisions(run.run_id, "D") if row.scores]
+    assert all(0.0 <= score <= 1.0 for row in scored for score in row.scores if score is not None)

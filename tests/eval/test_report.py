@@ -247,4 +247,4 @@ def test_header_names_models_and_verifier(tmp_path):
     markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
     assert "- Cheap model: small with LoRA adapter `/a` (16 steps; validation loss 2.000 -> 1.500)" in markdown
     assert "- Strong model: big (base weights, no adapter)" in markdown
-    assert "ROC AUC on held-out train-split pairs 0.922, threshold 0.39" in markdown
+    assert "ROC AUC on held-out train-split pairs 0.922, threshold 0.390" in markdown

@@ -181,6 +181,8 @@ def build_sft_rows(
     provenance columns. Returns the rows and the number of examples skipped because even the
     system message and the last message exceed the limit.
     """
+    # NOTE: the sample is uniform over examples, and those whose prompt exceeds `max_length` are
+    # skipped, so a short limit keeps only single-turn prompts and can leave whole kinds out.
     order = list(examples)
     random.Random(seed).shuffle(order)
     rows: list[dict[str, Any]] = []

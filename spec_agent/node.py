@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config
+
 from spec_agent.actions import Action
 from spec_agent.budget import METADATA_KEY, SpeculationBudget
 from spec_agent.cost import CostModel
@@ -32,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 DECISION_EVENT = "spec_agent_decision"
 """Key of the decision payload in each `custom` stream event."""
-TRACE_FLUSH_INTERVAL_S = 0.05
+TRACE_FLUSH_INTERVAL_S = 0.2
 """Maximum seconds a wrapped agent's decision row waits in memory before the background write."""
-TRACE_BATCH_SIZE = 64
+TRACE_BATCH_SIZE = 256
 """Queued rows that wake the background writer before its interval is up."""
 LIVE_CONFIG = "live"
 """Configuration label of trace rows written by a wrapped agent (the benchmark writes A-E)."""
@@ -91,8 +94,6 @@ def speculative_node(
         ConfigError: No tools, a threshold outside [0, 1], `n_proposals` < 1, or models that cannot
             make a decision together.
     """
-    from langchain_core.runnables import RunnableLambda
-
     speculator = Speculator(
         proposer=as_proposer(proposer, role="cheap"),
         verifier=as_verifier(verifier),
@@ -110,7 +111,28 @@ def speculative_node(
         config_name=config_name,
         run_id=run_id,
     )
-    return RunnableLambda(speculator.invoke_node, speculator.ainvoke_node, name=name)
+    return SpeculativeNodeRunnable(speculator)
+
+
+class SpeculativeNodeRunnable(Runnable):
+    """The runnable that `speculative_node` returns: a thin shell around one `Speculator`.
+
+    A `RunnableLambda` inspects its function's signature and opens a callback run on every call,
+    which cost about 0.2 ms per decision here. LangGraph already runs a node with its config as
+    the current one, so stream writers, interrupts and the models' callbacks work without it.
+    """
+
+    def __init__(self, speculator: Speculator) -> None:
+        self.speculator = speculator
+        self.name = speculator.name
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Run one speculation step on a `MessagesState`-like state."""
+        return self.speculator.invoke_node(input, ensure_config(config))
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Async `invoke`: E's proposals and their verifications run concurrently."""
+        return await self.speculator.ainvoke_node(input, ensure_config(config))
 
 
 def tool_schemas(tools: Sequence[Any] | None, *, required: bool = False) -> list[dict[str, Any]]:

@@ -374,7 +374,9 @@ def _compose_verifier(
 ) -> Any:
     if proposer is None or fallback is None:
         return verifier
-    members = ([SchemaVerifier()] if validate_schema else []) + ([verifier] if verifier else [])
+    # A SchemaVerifier passed as the verifier already is the schema check; running it twice adds nothing.
+    check_schema = validate_schema and not isinstance(verifier, SchemaVerifier)
+    members = ([SchemaVerifier()] if check_schema else []) + ([verifier] if verifier else [])
     if not members:
         return None
     if len(members) == 1 and timeout_s is None:

@@ -31,6 +31,14 @@ def test_wheel_maps_subsystems_under_spec_agent(wheel):
         assert f"spec_agent/{module}" in names
 
 
+def test_wheel_ships_trained_defaults(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("proposer-smollm2-135m-instruct", "proposer-qwen2.5-coder-0.5b-instruct", "verifier"):
+        assert f"spec_agent/trained/{folder}/adapter_model.safetensors" in names
+        assert f"spec_agent/trained/{folder}/training-manifest.json" in names
+    assert "spec_agent/trained/verifier/verifier.json" in names
+
+
 def test_wheel_imports_outside_checkout(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(

@@ -222,7 +222,7 @@ def test_empty_run_reports(tmp_path):
     assert json.loads(paths.results.read_text(encoding="utf-8"))["configs"] == {}
 
 
-def test_confusion_counts_match_accuracy(report):
+def test_confusion_counts_chosen_kinds(report):
     store, run_id, paths = report
     results = json.loads(paths.results.read_text(encoding="utf-8"))
     rows = store.decisions(run_id, "B")

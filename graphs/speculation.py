@@ -107,9 +107,9 @@ class SpeculationLoop:
 
     `compile()` returns the LangGraph graph that the benchmark runs and that `langgraph dev`
     serves. `invoke`/`ainvoke` walk the same nodes along the same edges inside the caller's own
-    node, which is what `speculative_node` does: on a 2-core CPU a nested Pregel run added about
-    2 ms per decision (benchmarks/test_node_overhead.py), more than the rest of the loop. Both
-    paths apply the state's reducers, so they return the same decision.
+    node, and `speculative_node` uses them. On a 2-core CPU a nested Pregel run added about 2 ms
+    per decision (benchmarks/test_node_overhead.py), more than the rest of the loop. Both paths
+    apply the state's reducers, so they return the same decision.
 
     Args: as in `build_speculation_graph`.
 

@@ -374,9 +374,12 @@ def _compose_verifier(
 ) -> Any:
     if proposer is None or fallback is None:
         return verifier
-    # A SchemaVerifier passed as the verifier already is the schema check; running it twice adds nothing.
-    check_schema = validate_schema and not isinstance(verifier, SchemaVerifier)
-    members = ([SchemaVerifier()] if check_schema else []) + ([verifier] if verifier else [])
+    members = []
+    # A SchemaVerifier passed as the verifier is already the schema check, so it runs once.
+    if validate_schema and not isinstance(verifier, SchemaVerifier):
+        members.append(SchemaVerifier())
+    if verifier:
+        members.append(verifier)
     if not members:
         return None
     if len(members) == 1 and timeout_s is None:

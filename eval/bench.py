@@ -59,6 +59,9 @@ class BenchConfig:
     share: bool = True
     """Share each model call across configurations and reuse each model's prefix KV cache; False
     computes every call of every configuration from scratch, to measure what sharing saves."""
+    free_decoding: bool = False
+    """Let local models write any text; by default each action must open with a `kind:` prefix
+    chosen by likelihood (see `LocalProposer`)."""
     name: str = "bench"
     """Run name stored with the run."""
 
@@ -155,6 +158,7 @@ class BenchRunner:
     """
 
     def __init__(self, *, config: BenchConfig, models: Models, store: Any, cost_model: CostModel) -> None:
+        from spec_agent.prompts import KIND_OPENINGS
         from spec_agent.proposers import LocalProposer
         from spec_agent.verifiers import JudgeVerifier
 
@@ -162,8 +166,10 @@ class BenchRunner:
         self.models = models
         self.store = store
         self.cost_model = cost_model
-        cheap = models.cheap if hasattr(models.cheap, "propose") else LocalProposer(models.cheap)
-        strong = models.strong if hasattr(models.strong, "propose") else LocalProposer(models.strong)
+        openings = None if config.free_decoding else KIND_OPENINGS
+        cheap = models.cheap if hasattr(models.cheap, "propose") else LocalProposer(models.cheap, openings=openings)
+        strong = (models.strong if hasattr(models.strong, "propose")
+                  else LocalProposer(models.strong, openings=openings))
         judge = models.judge or JudgeVerifier(models.strong)
         self.graphs = {
             letter: build_configuration(

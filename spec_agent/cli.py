@@ -82,6 +82,7 @@ def bench(
     strong_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the strong model; default: the shipped one for an embedded model.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,
     no_share: Annotated[bool, typer.Option("--no-share", help="Compute every model call of every configuration from scratch, without the prefix cache (to measure what sharing saves).")] = False,
+    free_decoding: Annotated[bool, typer.Option("--free-decoding", help="Let local models write any text instead of opening each action with the most likely 'kind:' prefix.")] = False,
     verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
@@ -118,6 +119,7 @@ def bench(
             cheap_adapter=trained.cheap_adapter,
             strong_adapter=trained.strong_adapter,
             share=not no_share,
+            free_decoding=free_decoding,
         )
         _commands.run_bench(
             config,

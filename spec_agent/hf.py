@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from spec_agent.cost import ModelCall, Role
@@ -160,7 +161,13 @@ class HFChatModel:
         return ids
 
     def generate(
-        self, chat: list[dict[str, str]], *, n: int = 1, sample: bool = False, seed: int = 0
+        self,
+        chat: list[dict[str, str]],
+        *,
+        n: int = 1,
+        sample: bool = False,
+        seed: int = 0,
+        openings: Sequence[str] | None = None,
     ) -> tuple[list[Generation], list[ModelCall]]:
         """Generate `n` one-line actions, greedily (then `n` must be 1) or by sampling.
 
@@ -172,18 +179,29 @@ class HFChatModel:
             n: Number of generations.
             sample: Sample with the configured temperature instead of greedy decoding.
             seed: Per-prompt seed so that sampled generations are reproducible.
+            openings: Strings that every generation must start with one of, such as the `kind:`
+                prefixes of the action format. The model scores each opening in full; greedy
+                decoding takes the most likely, sampling draws in proportion (with the configured
+                temperature), and generation continues after it. None leaves the text free.
         """
         import torch
 
         if n < 1 or (n > 1 and not sample):
             raise ConfigError(f"n={n} is invalid: greedy decoding gives 1 generation, sampling >= 1.")
+        if openings is not None and not any(openings):
+            raise ConfigError(f"openings={openings!r} holds no non-empty string; pass None to leave "
+                              "the output free.")
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
             ids = self.encode(chat)
             reused = self._prefill(ids)
             if sample:
                 torch.manual_seed(self.seed + seed)
-            generations = self._decode(ids, n=n, sample=sample)
+            if openings is None:
+                generations = self._decode(ids, n=n, sample=sample)
+            else:
+                generations = self._decode_openings(ids, [text for text in openings if text], n=n,
+                                                    sample=sample)
             latency = (time.perf_counter() - started) / n
         calls = [
             ModelCall(
@@ -226,7 +244,73 @@ class HFChatModel:
         same = (cached[0, :length] == ids[0, :length]).long()
         return int(same.cumprod(0).sum())
 
-    def _decode(self, ids: Any, *, n: int, sample: bool) -> list[Generation]:
+    def _decode_openings(self, ids: Any, openings: list[str], *, n: int, sample: bool) -> list[Generation]:
+        """Choose an opening per generation by its likelihood, then generate the rest of the line."""
+        import torch
+
+        scored = self._score_openings(ids, openings)
+        totals = torch.tensor([float(logprobs.sum()) for _, logprobs in scored])
+        if sample:
+            weights = torch.softmax(totals / self.generation.temperature, dim=0)
+            chosen = torch.multinomial(weights, n, replacement=True).tolist()
+        else:
+            chosen = [int(totals.argmax())]
+        generations: dict[int, list[Generation]] = {}
+        for index in sorted(set(chosen)):
+            opening_ids, opening_logprobs = scored[index]
+            generations[index] = self._decode(ids, n=chosen.count(index), sample=sample,
+                                              opening=(opening_ids, opening_logprobs))
+        # Keep the sampled order, so the i-th generation is the i-th draw.
+        return [generations[index].pop(0) for index in chosen]
+
+    def _score_openings(self, ids: Any, openings: list[str]) -> list[tuple[Any, Any]]:
+        """Return each opening's token ids and their log-probabilities after the prompt `ids`.
+
+        All openings run in one forward pass as a token tree on the prefix cache: the prompt's last
+        token, then every opening's tokens side by side, each attending to the prompt and to its own
+        earlier tokens only. A short pass costs about one read of the weights on a CPU, so one pass
+        is several times cheaper than a pass per opening, and the cache is not copied.
+        """
+        import torch
+
+        encoded = [self.tokenizer.encode(text, add_special_tokens=False) for text in openings]
+        cached = ids.shape[1] - 1
+        tokens, positions, parents = [int(ids[0, -1])], [cached], [[0]]
+        for opening in encoded:
+            start = len(tokens)
+            for depth, token in enumerate(opening):
+                tokens.append(token)
+                positions.append(cached + 1 + depth)
+                parents.append([0, *range(start, start + depth + 1)])
+        size = len(tokens)
+        dtype = self.model.dtype
+        mask = torch.full((1, 1, size, cached + size), torch.finfo(dtype).min, dtype=dtype)
+        mask[..., :cached] = 0.0
+        for query, visible in enumerate(parents):
+            mask[0, 0, query, [cached + key for key in visible]] = 0.0
+        logits = self.model(
+            input_ids=torch.tensor([tokens], dtype=ids.dtype),
+            position_ids=torch.tensor([positions], dtype=ids.dtype),
+            attention_mask=mask,
+            cache=self._cache,
+            use_cache=True,
+        ).logits[0].float()
+        self._cache.crop(-size)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scored = []
+        start = 1
+        for opening in encoded:
+            # Token j of an opening is predicted at the position before it: the prompt's last token
+            # for the first, the opening's own previous token after that.
+            where = [0, *range(start, start + len(opening) - 1)]
+            values = logprobs[where, opening]
+            scored.append((torch.tensor([opening], dtype=ids.dtype), values))
+            start += len(opening)
+        return scored
+
+    def _decode(
+        self, ids: Any, *, n: int, sample: bool, opening: tuple[Any, Any] | None = None
+    ) -> list[Generation]:
         import copy
 
         import torch
@@ -238,6 +322,9 @@ class HFChatModel:
         if sample:
             options = {"do_sample": True, "temperature": self.generation.temperature,
                        "top_p": self.generation.top_p}
+        start = ids.shape[1]
+        if opening is not None:
+            ids = torch.cat([ids, opening[0]], dim=1)
         batch = ids.repeat(n, 1)
         output = self.model.generate(
             input_ids=batch,
@@ -254,8 +341,15 @@ class HFChatModel:
         scores = self.model.compute_transition_scores(
             output.sequences, output.scores, normalize_logits=True
         )
-        new_tokens = output.sequences[:, ids.shape[1]:]
-        return [self._to_generation(tokens, logprobs) for tokens, logprobs in zip(new_tokens, scores)]
+        if opening is None:
+            new_tokens = output.sequences[:, start:]
+            return [self._to_generation(tokens, logprobs) for tokens, logprobs in zip(new_tokens, scores)]
+        # The opening's tokens count as generated: they are part of the answer and were scored.
+        opening_logprobs = opening[1].to(scores.dtype).expand(n, -1)
+        return [
+            self._to_generation(tokens, logprobs)
+            for tokens, logprobs in zip(output.sequences[:, start:], torch.cat([opening_logprobs, scores], dim=1))
+        ]
 
     def _stop_at_newline(self) -> Any:
         """Return a stopping criterion that ends a sequence at its first newline token.

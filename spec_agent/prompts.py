@@ -47,6 +47,9 @@ Examples:
 file_read: cat(file_name='notes.txt')
 final_answer: The file notes.txt now contains the summary."""
 
+KIND_OPENINGS = tuple(f"{kind}:" for kind in ACTION_KINDS)
+"""The openings of the nine action lines; `LocalProposer` makes every generation start with one."""
+
 _KIND_PATTERN = re.compile(
     r"^\s*[`*]*\s*(" + "|".join(re.escape(kind) for kind in ACTION_KINDS) + r")\s*[`*]*\s*:\s*(.*)$",
     re.IGNORECASE | re.DOTALL,

@@ -14,13 +14,14 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from spec_agent.actions import ACTION_KINDS, TOOL_KINDS, Action, ToolCall
 from spec_agent.cost import ModelCall, Role
 from spec_agent.decision import Proposal
 from spec_agent.errors import ConfigError
-from spec_agent.prompts import parse_action, render_action, render_chat
+from spec_agent.prompts import KIND_OPENINGS, parse_action, render_action, render_chat
 
 NOSTREAM_TAG = "nostream"
 """LangGraph's tag (`langgraph.constants.TAG_NOSTREAM`) that keeps a model call out of the
@@ -46,22 +47,30 @@ class LocalProposer:
     The first proposal is the greedy action; further proposals are sampled, so configuration E's
     first proposal is exactly configuration D's.
 
+    By default every generation is made to open with one of the nine `kind:` prefixes, chosen by
+    the model's likelihood of each in full. A small model then cannot answer in a free form that
+    does not parse, and its kind is the most likely of the nine rather than whatever its first
+    greedy token led to.
+
     Args:
-        model: An object with `name` and `generate(chat, *, n, sample, seed)`.
+        model: An object with `name` and `generate(chat, *, n, sample, seed, openings)`.
+        openings: Allowed openings of each generation; None decodes freely.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, openings: Sequence[str] | None = KIND_OPENINGS) -> None:
         self.model = model
         self.name = model.name
+        self.openings = tuple(openings) if openings is not None else None
 
     def propose(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
     ) -> tuple[list[Proposal], list[ModelCall]]:
         """Return `n` parsed proposals and the model calls behind them."""
         chat = render_chat(messages, tools)
-        generations, calls = self.model.generate(chat)
+        constraint = {} if self.openings is None else {"openings": self.openings}
+        generations, calls = self.model.generate(chat, **constraint)
         if n > 1:
-            extra, extra_calls = self.model.generate(chat, n=n - 1, sample=True, seed=seed)
+            extra, extra_calls = self.model.generate(chat, n=n - 1, sample=True, seed=seed, **constraint)
             generations, calls = generations + extra, calls + extra_calls
         proposals = [parse_action(item.text, confidence=item.confidence) for item in generations]
         return proposals, calls

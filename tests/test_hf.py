@@ -6,6 +6,7 @@ import pytest
 
 from spec_agent.errors import ConfigError
 from spec_agent.hf import GenerationConfig, HFChatModel
+from spec_agent.prompts import render_chat
 from spec_agent.proposers import LocalProposer
 from tests.tiny_models import build_causal_lm
 
@@ -96,3 +97,74 @@ def test_prefix_reuse_can_be_disabled(tiny_model):
     second, calls = model.generate(CHAT)
     assert calls[0].reused_tokens == 0
     assert first[0].text == second[0].text
+
+
+OPENINGS = ("file_read:", "final_answer:", "BLOCKED:")
+
+
+def _opening_logprob(model, opening):
+    """Score an opening with one uncached forward pass over prompt and opening together."""
+    import torch
+
+    ids = model.encode(CHAT)
+    tokens = torch.tensor([model.tokenizer.encode(opening, add_special_tokens=False)])
+    with torch.inference_mode():
+        logits = model.model(input_ids=torch.cat([ids, tokens], dim=1)).logits[0].float()
+    logprobs = torch.log_softmax(logits[ids.shape[1] - 1:-1], dim=-1)
+    return float(logprobs.gather(-1, tokens[0, :, None]).sum())
+
+
+def test_greedy_opening_is_the_most_likely(tiny_model):
+    generations, calls = tiny_model.generate(CHAT, openings=OPENINGS)
+    best = max(OPENINGS, key=lambda opening: _opening_logprob(tiny_model, opening))
+    assert generations[0].text.startswith(best)
+    opening_tokens = len(tiny_model.tokenizer.encode(best, add_special_tokens=False))
+    assert calls[0].completion_tokens >= opening_tokens
+    assert 0.0 < generations[0].confidence <= 1.0
+
+
+def test_tree_scores_equal_separate_forward_passes(tiny_model):
+    import torch
+
+    # Several openings share their first tokens, so a wrong tree mask would leak between them.
+    openings = ["file_read:", "file_write:", "final_answer:", "BLOCKED:"]
+    ids = tiny_model.encode(CHAT)
+    with torch.inference_mode():
+        tiny_model._prefill(ids)
+        scored = tiny_model._score_openings(ids, openings)
+    assert tiny_model._cache.get_seq_length() == ids.shape[1] - 1
+    for opening, (_, logprobs) in zip(openings, scored):
+        assert float(logprobs.sum()) == pytest.approx(_opening_logprob(tiny_model, opening), abs=1e-4)
+
+
+def test_sampled_openings_are_seeded_and_allowed(tiny_model):
+    first, calls = tiny_model.generate(CHAT, n=6, sample=True, seed=3, openings=OPENINGS)
+    second, _ = tiny_model.generate(CHAT, n=6, sample=True, seed=3, openings=OPENINGS)
+    assert [item.text for item in first] == [item.text for item in second]
+    assert len(calls) == 6
+    assert all(item.text.startswith(OPENINGS) for item in first)
+
+
+def test_openings_with_prefix_reuse_match_fresh_computation(tiny_model):
+    fresh = HFChatModel(tiny_model.name, role="cheap", reuse_prefix=False)
+    warm = HFChatModel(tiny_model.name, role="cheap")
+    warm.generate(CHAT[:1] + [{"role": "user", "content": "cat"}])
+    expected = fresh.generate(CHAT, openings=OPENINGS)[0][0]
+    twice = [warm.generate(CHAT, openings=OPENINGS)[0][0] for _ in range(2)]
+    assert [item.text for item in twice] == [expected.text] * 2
+    assert twice[1].confidence == pytest.approx(expected.confidence, rel=1e-4)
+
+
+def test_empty_openings_rejected(tiny_model):
+    with pytest.raises(ConfigError, match="openings"):
+        tiny_model.generate(CHAT, openings=["", ""])
+
+
+def test_local_proposer_opens_every_proposal_with_a_kind(tiny_model):
+    from spec_agent.prompts import KIND_OPENINGS
+
+    proposals, _ = LocalProposer(tiny_model).propose([{"role": "user", "content": "list files"}], [],
+                                                     n=3, seed=1)
+    assert all(proposal.text.startswith(KIND_OPENINGS) for proposal in proposals)
+    free, _ = LocalProposer(tiny_model, openings=None).propose([{"role": "user", "content": "list files"}], [])
+    assert free[0].text == tiny_model.generate(render_chat([{"role": "user", "content": "list files"}], []))[0][0].text

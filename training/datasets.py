@@ -175,33 +175,52 @@ def judge_chat(messages: list[dict[str, Any]], tools: list[dict[str, Any]], acti
 def build_sft_rows(
     examples: Sequence[Example], tokenizer: Any, *, count: int, max_length: int, seed: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """Sample up to `count` examples (0: all) and render those that fit `max_length` tokens.
+    """Sample up to `count` examples (0: all), balanced over action kinds, and render those that fit.
+
+    Kinds take turns: every round takes the next example of each kind that has one left, so the
+    rows hold as many of a rare kind as of a common one until the rare kind runs out. Uniform
+    sampling would leave kinds with a few percent of the support almost unseen.
 
     Each row contains `prompt` (the inference prompt string), `completion` (the target line) and
     provenance columns. Returns the rows and the number of examples skipped because even the
-    system message and the last message exceed the limit.
+    system message and the last message exceed `max_length` tokens.
     """
-    # NOTE: the sample is uniform over examples, and those whose prompt exceeds `max_length` are
-    # skipped, so a short limit keeps only single-turn prompts and can leave whole kinds out.
-    order = list(examples)
-    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    queues: list[list[Example]] = []
+    for kind in ACTION_KINDS:
+        of_kind = [example for example in examples if example.action.kind == kind]
+        rng.shuffle(of_kind)
+        if of_kind:
+            queues.append(of_kind[::-1])  # popped from the end
     rows: list[dict[str, Any]] = []
-    skipped = 0
-    eos_tokens = 1  # TRL appends the EOS token to every completion.
-    for example in order:
-        if count and len(rows) >= count:
-            break
-        completion = render_target(example.action)
-        budget = max_length - len(tokenizer(completion, add_special_tokens=False)["input_ids"]) - eos_tokens
-        chat, tokens = fit_chat(tokenizer, render_chat(example.messages, example.tools), budget)
-        if tokens > budget:
-            skipped += 1
-            continue
-        prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        rows.append({"prompt": prompt, "completion": completion, **_provenance(example)})
+    skipped: Counter[str] = Counter()
+    while queues and not (count and len(rows) >= count):
+        for queue in queues:
+            if count and len(rows) >= count:
+                break
+            example = queue.pop()
+            row = _sft_row(example, tokenizer, max_length)
+            if row is None:
+                skipped[example.action.kind] += 1
+            else:
+                rows.append(row)
+        queues = [queue for queue in queues if queue]
     if skipped:
-        logger.warning("Skipped %s examples whose shortest prompt exceeds %s tokens", skipped, max_length)
-    return rows, skipped
+        logger.warning("Skipped %s examples whose shortest prompt exceeds %s tokens (by kind: %s)",
+                       sum(skipped.values()), max_length, dict(skipped))
+    return rows, sum(skipped.values())
+
+
+def _sft_row(example: Example, tokenizer: Any, max_length: int) -> dict[str, Any] | None:
+    """Render one example as a row of at most `max_length` tokens, or None when it cannot fit."""
+    completion = render_target(example.action)
+    eos_tokens = 1  # TRL appends the EOS token to every completion.
+    budget = max_length - len(tokenizer(completion, add_special_tokens=False)["input_ids"]) - eos_tokens
+    chat, tokens = fit_chat(tokenizer, render_chat(example.messages, example.tools), budget)
+    if tokens > budget:
+        return None
+    prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    return {"prompt": prompt, "completion": completion, **_provenance(example)}
 
 
 def _provenance(example: Example) -> dict[str, str]:

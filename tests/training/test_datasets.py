@@ -69,6 +69,16 @@ def test_sft_row_prompt_is_inference_prompt(tokenizer):
         assert row["completion"] == render_action(example.action) + "\n"
 
 
+def test_sft_rows_take_kinds_in_turn(tokenizer):
+    # 48 examples: half file_read, a quarter file_write and a quarter final_answer.
+    examples = [make_example(index, "train") for index in range(48)]
+    rows, _ = build_sft_rows(examples, tokenizer, count=9, max_length=4096, seed=0)
+    kinds = [row["kind"] for row in rows]
+    assert {kind: kinds.count(kind) for kind in set(kinds)} == {"file_read": 3, "file_write": 3, "final_answer": 3}
+    rows, _ = build_sft_rows(examples, tokenizer, count=0, max_length=4096, seed=0)
+    assert len(rows) == 48
+
+
 def test_sft_rows_skip_unfittable(tokenizer):
     rows, skipped = build_sft_rows([make_example(0, "train")], tokenizer, count=0, max_length=40, seed=0)
     assert rows == []

@@ -38,7 +38,7 @@ def _selected(names: list[str] | None) -> list[assets.Asset]:
     try:
         return [assets.get_asset(name) for name in names] if names else assets.list_assets()
     except AssetError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -69,7 +69,7 @@ def fetch_command(names: NamesArgument = None) -> None:
             try:
                 path = assets.fetch(asset, progress=show_step)
             except AssetError as error:
-                progress.console.print(f"[red]error:[/red] {error}")
+                progress.console.print(f"[red]error:[/red] {error}", soft_wrap=True)
                 failed = True
             else:
                 elapsed = time.perf_counter() - started

@@ -51,7 +51,7 @@ def episodes(
             store_url=store, threads=threads or os.cpu_count() or 1,
         )
     except SpecAgentError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from error
     console.print(summary_table(results))
     if out is not None:

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(error: SpecAgentError) -> None:
-    errors.print(f"[red]error:[/red] {error}")
+    errors.print(f"[red]error:[/red] {error}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 

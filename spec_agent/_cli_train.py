@@ -87,7 +87,7 @@ def _load(recipe: str, max_steps: int | None):  # noqa: ANN202
     try:
         return load_recipe(recipe).with_max_steps(max_steps)
     except SpecAgentError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -96,7 +96,7 @@ def _roles(role: str) -> tuple[str, ...]:
         return ("cheap", "strong")
     if role in ("cheap", "strong"):
         return (role,)
-    console.print(f"[red]error:[/red] invalid --role {role!r}; use cheap, strong or both.")
+    console.print(f"[red]error:[/red] invalid --role {role!r}; use cheap, strong or both.", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -110,7 +110,7 @@ def package_command(
     try:
         folders = package_trained(output)
     except SpecAgentError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     for folder in folders:
         size = sum(path.stat().st_size for path in folder.iterdir()) / 1e6
@@ -133,7 +133,7 @@ def _run(job, command: str, recipe: str, output: Path) -> None:  # noqa: ANN001
     try:
         report = job()
     except SpecAgentError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     if report.interrupted:
         console.print(

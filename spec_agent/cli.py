@@ -46,7 +46,8 @@ def main(
 
 
 def _fail(error: SpecAgentError) -> None:
-    console.print(f"[red]error:[/red] {error}")
+    # Soft wrap: hard line breaks inside a path or a command would stop a user from copying it.
+    console.print(f"[red]error:[/red] {error}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -13,6 +13,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from spec_agent.actions import Action
@@ -92,6 +93,16 @@ class Decision:
     """Token cost: estimated forward-pass FLOPs of all calls."""
     latency_s: float = 0.0
     """Wall time of the step in seconds."""
+
+    @cached_property
+    def proposal_dicts(self) -> list[dict[str, Any]]:
+        """The proposals as JSON-compatible dicts, built once: message metadata and trace rows share them."""
+        return [proposal.to_dict() for proposal in self.proposals]
+
+    @cached_property
+    def call_dicts(self) -> list[dict[str, object]]:
+        """The model calls as JSON-compatible dicts, built once like `proposal_dicts`."""
+        return [call.to_dict() for call in self.calls]
 
     @property
     def final(self) -> Proposal | None:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 40
 """Examples in the default run. With the embedded models, all five configurations take about
-12 minutes on a 2-core CPU (measured). `limit=0` runs the whole eval split."""
+10 to 16 minutes on a 2-core CPU (measured). `limit=0` runs the whole eval split."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,9 +10,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from spec_agent.cost import ModelCall, Role
@@ -189,7 +189,7 @@ class HFChatModel:
         if n < 1 or (n > 1 and not sample):
             raise ConfigError(f"n={n} is invalid: greedy decoding gives 1 generation, sampling >= 1.")
         if openings is not None and not any(openings):
-            raise ConfigError(f"openings={openings!r} holds no non-empty string; pass None to leave "
+            raise ConfigError(f"openings={openings!r} contains no non-empty string; pass None to leave "
                               "the output free.")
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
@@ -344,7 +344,7 @@ class HFChatModel:
         if opening is None:
             new_tokens = output.sequences[:, start:]
             return [self._to_generation(tokens, logprobs) for tokens, logprobs in zip(new_tokens, scores)]
-        # The opening's tokens count as generated: they are part of the answer and were scored.
+        # The opening's tokens count as generated, because they are part of the output text.
         opening_logprobs = opening[1].to(scores.dtype).expand(n, -1)
         return [
             self._to_generation(tokens, logprobs)

@@ -48,9 +48,9 @@ class LocalProposer:
     first proposal is exactly configuration D's.
 
     By default every generation is made to open with one of the nine `kind:` prefixes, chosen by
-    the model's likelihood of each in full. A small model then cannot answer in a free form that
-    does not parse, and its kind is the most likely of the nine rather than whatever its first
-    greedy token led to.
+    the model's likelihood of each in full. A small model then always names one of the nine
+    kinds, and that kind is the most likely of the nine rather than whatever its first greedy
+    token led to. Its payload can still fail to parse.
 
     Args:
         model: An object with `name` and `generate(chat, *, n, sample, seed, openings)`.

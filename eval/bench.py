@@ -60,8 +60,8 @@ class BenchConfig:
     """Share each model call across configurations and reuse each model's prefix KV cache; False
     computes every call of every configuration from scratch, to measure what sharing saves."""
     free_decoding: bool = False
-    """Let local models write any text; by default each action must open with a `kind:` prefix
-    chosen by likelihood (see `LocalProposer`)."""
+    """Whether local models may write any text. By default each action must open with a `kind:`
+    prefix chosen by likelihood (see `LocalProposer`)."""
     name: str = "bench"
     """Run name stored with the run."""
 
@@ -167,9 +167,12 @@ class BenchRunner:
         self.store = store
         self.cost_model = cost_model
         openings = None if config.free_decoding else KIND_OPENINGS
-        cheap = models.cheap if hasattr(models.cheap, "propose") else LocalProposer(models.cheap, openings=openings)
-        strong = (models.strong if hasattr(models.strong, "propose")
-                  else LocalProposer(models.strong, openings=openings))
+
+        def proposer(model: Any) -> Any:
+            return model if hasattr(model, "propose") else LocalProposer(model, openings=openings)
+
+        cheap = proposer(models.cheap)
+        strong = proposer(models.strong)
         judge = models.judge or JudgeVerifier(models.strong)
         self.graphs = {
             letter: build_configuration(

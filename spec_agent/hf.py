@@ -179,8 +179,8 @@ class HFChatModel:
             n: Number of generations.
             sample: Sample with the configured temperature instead of greedy decoding.
             seed: Per-prompt seed so that sampled generations are reproducible.
-            openings: Strings that every generation must start with one of, such as the `kind:`
-                prefixes of the action format. The model scores each opening in full; greedy
+            openings: Strings of which every generation must start with one, such as the `kind:`
+                prefixes of the action format. The model scores each opening in full. Greedy
                 decoding takes the most likely, sampling draws in proportion (with the configured
                 temperature), and generation continues after it. None leaves the text free.
         """

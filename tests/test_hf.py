@@ -145,7 +145,7 @@ def test_sampled_openings_are_seeded_and_allowed(tiny_model):
     assert all(item.text.startswith(OPENINGS) for item in first)
 
 
-def test_openings_with_prefix_reuse_match_fresh_computation(tiny_model):
+def test_openings_reuse_prefix_like_fresh(tiny_model):
     fresh = HFChatModel(tiny_model.name, role="cheap", reuse_prefix=False)
     warm = HFChatModel(tiny_model.name, role="cheap")
     warm.generate(CHAT[:1] + [{"role": "user", "content": "cat"}])
@@ -160,7 +160,7 @@ def test_empty_openings_rejected(tiny_model):
         tiny_model.generate(CHAT, openings=["", ""])
 
 
-def test_local_proposer_opens_every_proposal_with_a_kind(tiny_model):
+def test_local_proposer_opens_with_kinds(tiny_model):
     from spec_agent.prompts import KIND_OPENINGS
 
     proposals, _ = LocalProposer(tiny_model).propose([{"role": "user", "content": "list files"}], [],

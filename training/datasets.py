@@ -191,7 +191,8 @@ def build_sft_rows(
         of_kind = [example for example in examples if example.action.kind == kind]
         rng.shuffle(of_kind)
         if of_kind:
-            queues.append(of_kind[::-1])  # popped from the end
+            # Reversed, so that `pop()` takes the examples in their shuffled order.
+            queues.append(of_kind[::-1])
     rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     while queues and not (count and len(rows) >= count):

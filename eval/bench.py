@@ -62,6 +62,9 @@ class BenchConfig:
     free_decoding: bool = False
     """Whether local models may write any text. By default each action must open with a `kind:`
     prefix chosen by likelihood (see `LocalProposer`)."""
+    opening_heads: bool = True
+    """Whether an adapter folder's opening head (`spec-agent train head`) chooses that model's
+    `kind:` prefix instead of the prefixes' likelihood."""
     name: str = "bench"
     """Run name stored with the run."""
 

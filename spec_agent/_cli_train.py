@@ -8,6 +8,8 @@ exits with status 130.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +53,18 @@ def proposer_command(
         _run(lambda name=name: _pipeline().train_proposer(loaded, output, name), f"proposer --role {name}", recipe, output)
 
 
+@train_app.command("head")
+def head_command(
+    recipe: RecipeOption = "cpu-default",
+    output: OutputOption = Path("runs/train"),
+    role: RoleOption = "both",
+) -> None:
+    """Fit the opening head of each trained proposer: a linear kind classifier on its hidden state."""
+    loaded = _load(recipe, None)
+    for name in _roles(role):
+        _run(lambda name=name: _head(loaded, output, name), f"head --role {name}", recipe, output)
+
+
 @train_app.command("verifier")
 def verifier_command(
     recipe: RecipeOption = "cpu-default",
@@ -68,11 +82,14 @@ def all_command(
     output: OutputOption = Path("runs/train"),
     max_steps: MaxStepsOption = None,
 ) -> None:
-    """Train the verifier, then the cheap and the strong proposer."""
+    """Train both proposers, then their opening heads, then the verifier on the cheap one's mistakes."""
     loaded = _load(recipe, max_steps)
-    _run(lambda: _verifier(loaded, output), "all", recipe, output)
     for name in ("cheap", "strong"):
         _run(lambda name=name: _pipeline().train_proposer(loaded, output, name), "all", recipe, output)
+    if loaded.proposer.head_examples:
+        for name in ("cheap", "strong"):
+            _run(lambda name=name: _head(loaded, output, name), "all", recipe, output)
+    _run(lambda: _verifier(loaded, output), "all", recipe, output)
 
 
 def _pipeline():  # noqa: ANN202 - the module loads torch, so it is imported on first use
@@ -118,14 +135,22 @@ def package_command(
 
 
 def _verifier(recipe, output: Path):  # noqa: ANN001, ANN202
+    with _progress("Cheap proposals for hard negatives") as advance:
+        return _pipeline().train_verifier_run(recipe, output, progress=advance)
+
+
+def _head(recipe, output: Path, role: str):  # noqa: ANN001, ANN202
+    with _progress(f"Features of the {role} proposer for its opening head") as advance:
+        return _pipeline().train_head(recipe, output, role, progress=advance)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """Show a progress bar and yield the (done, total) callback that advances it."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("Cheap proposals for hard negatives", total=None)
-
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        return _pipeline().train_verifier_run(recipe, output, progress=advance)
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def _run(job, command: str, recipe: str, output: Path) -> None:  # noqa: ANN001
@@ -143,8 +168,9 @@ def _run(job, command: str, recipe: str, output: Path) -> None:  # noqa: ANN001
         sys.stdout.flush()
         raise typer.Exit(code=INTERRUPTED_EXIT)
     manifest = report.manifest
+    steps = f"{manifest['steps']} steps in " if manifest.get("steps") is not None else ""
     console.print(
-        f"[green]{report.name}[/green]: {manifest['steps']} steps in {manifest['wall_seconds']:.0f} s, "
+        f"[green]{report.name}[/green]: {steps}{manifest['wall_seconds']:.0f} s, "
         f"{manifest['examples_per_second']:.2f} examples/s -> {report.folder}"
     )
     for key, value in sorted(manifest["validation"].items()):

@@ -158,9 +158,9 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
     torch.set_num_threads(threads)
     with console.status("Loading models"):
         cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console,
-                                             config.cheap_adapter, config.share)
+                                             config.cheap_adapter, config.share, config.opening_heads)
         strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console,
-                                               config.strong_adapter, config.share)
+                                               config.strong_adapter, config.share, config.opening_heads)
     # NOTE: served models report no parameter count, so their calls add no token FLOPs.
     cost_model = CostModel(
         parameters={"cheap": cheap_parameters, "strong": strong_parameters, "judge": strong_parameters}
@@ -188,13 +188,16 @@ def _verifier(choice: str) -> Any:
 
 def _load_role(
     spec: str, role: Any, seed: int, console: Console, adapter: str | None = None, share: bool = True,
+    opening_head: bool = True,
 ) -> tuple[Any, float]:
     """Return the model for one role and its parameter count (0 when served).
 
-    With `share`, a local model reuses its prefix KV cache and each distinct call runs once.
+    With `share`, a local model reuses its prefix KV cache and each distinct call runs once. With
+    `opening_head`, the head saved in the adapter folder, if any, chooses the model's kind openings.
     """
     from spec_agent._memo import CachedModel
     from spec_agent.hf import HFChatModel
+    from spec_agent.opening_head import find_opening_head
     from spec_agent.proposers import LangChainProposer
 
     if is_served(spec):
@@ -202,10 +205,12 @@ def _load_role(
             raise ConfigError(f"Adapter {adapter!r} cannot be merged into served model {spec!r}; load the "
                               "adapter in the server (vLLM: --enable-lora) or drop --cheap-adapter/--strong-adapter.")
         return LangChainProposer(served_chat_model(spec), role=role), 0.0
-    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share)
+    head = find_opening_head(adapter) if opening_head else None
+    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share, opening_head=head)
     started = time.perf_counter()
     model.load()
     note = f" with adapter {adapter}" if adapter else ""
+    note += " and its opening head" if head else ""
     console.print(f"Loaded {model.name}{note} in {time.perf_counter() - started:.1f}s")
     return (CachedModel(model) if share else model), model.parameters
 
@@ -337,6 +342,8 @@ def _trained_metadata(config: Any) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         found[role] = {"folder": str(folder), "steps": manifest.get("steps"),
                        "validation": manifest.get("validation"), "git_commit": manifest.get("git_commit")}
+        if role != "verifier" and config.opening_heads and "opening_head" in manifest:
+            found[role]["opening_head"] = manifest["opening_head"].get("validation")
     return found
 
 

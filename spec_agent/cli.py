@@ -84,6 +84,7 @@ def bench(
     untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,
     no_share: Annotated[bool, typer.Option("--no-share", help="Compute every model call of every configuration from scratch, without the prefix cache (to measure what sharing saves).")] = False,
     free_decoding: Annotated[bool, typer.Option("--free-decoding", help="Let local models write any text instead of opening each action with the most likely 'kind:' prefix.")] = False,
+    no_opening_head: Annotated[bool, typer.Option("--no-opening-head", help="Choose each 'kind:' prefix by its likelihood even when the adapter has an opening head.")] = False,
     verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
@@ -121,6 +122,7 @@ def bench(
             strong_adapter=trained.strong_adapter,
             share=not no_share,
             free_decoding=free_decoding,
+            opening_heads=not no_opening_head,
         )
         _commands.run_bench(
             config,

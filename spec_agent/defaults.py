@@ -79,7 +79,8 @@ def _as_text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "training-manifest.json", "verifier.json")
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "training-manifest.json", "verifier.json",
+                 "opening-head.safetensors")
 """Files copied into the package per artifact; tokenizers and checkpoints stay behind."""
 
 

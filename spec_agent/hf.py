@@ -17,6 +17,7 @@ from typing import Any
 
 from spec_agent.cost import ModelCall, Role
 from spec_agent.errors import ConfigError
+from spec_agent.opening_head import OpeningHead, load_opening_head
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class HFChatModel:
             prompt does not share with it. Off, every call prefills its whole prompt.
         adapter: Folder of a peft LoRA adapter trained on `model` (`spec-agent train proposer`);
             it is merged into the weights at load time, so generation costs what the base does.
+        opening_head: An `OpeningHead` fitted on this model (or its file), which then chooses
+            among exactly its openings in place of their likelihood (`spec-agent train head`).
     """
 
     def __init__(
@@ -76,9 +79,13 @@ class HFChatModel:
         seed: int = 0,
         reuse_prefix: bool = True,
         adapter: str | Path | None = None,
+        opening_head: OpeningHead | str | Path | None = None,
     ) -> None:
         self.name = model
         self.adapter = Path(adapter) if adapter is not None else None
+        if opening_head is not None and not isinstance(opening_head, OpeningHead):
+            opening_head = load_opening_head(opening_head)
+        self.opening_head = opening_head
         self.role = role
         self.generation = generation or GenerationConfig()
         self.seed = seed
@@ -88,6 +95,7 @@ class HFChatModel:
         self._cache: Any = None
         self._cached_ids: Any = None
         self._newline_ids: Any = None
+        self._scored: tuple[Any, tuple[str, ...], Any] | None = None
         self._tokenizer: Any = None
         self.parameters = 0.0
 
@@ -120,6 +128,12 @@ class HFChatModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
+        head = self.opening_head
+        if head is not None and head.hidden_size != model.config.hidden_size:
+            raise ConfigError(
+                f"The opening head has {head.hidden_size} hidden features but {self.name!r} has "
+                f"{model.config.hidden_size}; pass the head fitted on this model and adapter."
+            )
         self._tokenizer, self._model = tokenizer, model
         self.parameters = float(sum(parameter.numel() for parameter in model.parameters()))
         logger.info("Loaded %s%s (%.0fM parameters) in %.1fs", self.name,
@@ -182,7 +196,9 @@ class HFChatModel:
             openings: Strings of which every generation must start with one, such as the `kind:`
                 prefixes of the action format. The model scores each opening in full. Greedy
                 decoding takes the most likely, sampling draws in proportion (with the configured
-                temperature), and generation continues after it. None leaves the text free.
+                temperature), and generation continues after it. With an opening head fitted on
+                exactly these openings, its logits take the place of the likelihoods. None leaves
+                the text free.
         """
         import torch
 
@@ -244,12 +260,28 @@ class HFChatModel:
         same = (cached[0, :length] == ids[0, :length]).long()
         return int(same.cumprod(0).sum())
 
+    def opening_features(self, chat: list[dict[str, str]], openings: Sequence[str]) -> tuple[Any, Any]:
+        """Return the hidden state after a chat's prompt and each opening's log-likelihood there.
+
+        These are the inputs of an `OpeningHead`; `spec-agent train head` fits one on them.
+        """
+        import torch
+
+        with self._lock, torch.inference_mode():
+            ids = self.encode(chat)
+            self._prefill(ids)
+            scored, hidden = self._scored_openings(ids, list(openings))
+        return hidden.clone(), torch.stack([logprobs.sum() for _, logprobs in scored]).float()
+
     def _decode_openings(self, ids: Any, openings: list[str], *, n: int, sample: bool) -> list[Generation]:
         """Choose an opening per generation by its likelihood, then generate the rest of the line."""
         import torch
 
-        scored = self._score_openings(ids, openings)
-        totals = torch.tensor([float(logprobs.sum()) for _, logprobs in scored])
+        scored, hidden = self._scored_openings(ids, openings)
+        totals = torch.stack([logprobs.sum() for _, logprobs in scored]).float()
+        head = self.opening_head
+        if head is not None and head.openings == tuple(openings):
+            totals = torch.log_softmax(head.logits(hidden[None], totals[None])[0], dim=0)
         if sample:
             weights = torch.softmax(totals / self.generation.temperature, dim=0)
             chosen = torch.multinomial(weights, n, replacement=True).tolist()
@@ -263,8 +295,24 @@ class HFChatModel:
         # Keep the sampled order, so the i-th generation is the i-th draw.
         return [generations[index].pop(0) for index in chosen]
 
-    def _score_openings(self, ids: Any, openings: list[str]) -> list[tuple[Any, Any]]:
-        """Return each opening's token ids and their log-probabilities after the prompt `ids`.
+    def _scored_openings(self, ids: Any, openings: list[str]) -> tuple[list[tuple[Any, Any]], Any]:
+        """Return `_score_openings` for a prompt, reusing the result of the same prompt just before.
+
+        Configuration E asks for a greedy and then sampled generations of one prompt; both need the
+        same scores, so the second call skips the tree pass.
+        """
+        import torch
+
+        last = self._scored
+        if last is not None and last[1] == tuple(openings) and torch.equal(last[0], ids):
+            return last[2]
+        result = self._score_openings(ids, openings)
+        self._scored = (ids, tuple(openings), result)
+        return result
+
+    def _score_openings(self, ids: Any, openings: list[str]) -> tuple[list[tuple[Any, Any]], Any]:
+        """Return each opening's token ids and their log-probabilities after the prompt `ids`, and
+        the final hidden state at the prompt's last token.
 
         All openings run in one forward pass as a token tree on the prefix cache: the prompt's last
         token, then every opening's tokens side by side, each attending to the prompt and to its own
@@ -288,15 +336,17 @@ class HFChatModel:
         mask[..., :cached] = 0.0
         for query, visible in enumerate(parents):
             mask[0, 0, query, [cached + key for key in visible]] = 0.0
-        logits = self.model(
+        output = self.model(
             input_ids=torch.tensor([tokens], dtype=ids.dtype),
             position_ids=torch.tensor([positions], dtype=ids.dtype),
             attention_mask=mask,
             cache=self._cache,
             use_cache=True,
-        ).logits[0].float()
+            output_hidden_states=True,
+        )
         self._cache.crop(-size)
-        logprobs = torch.log_softmax(logits, dim=-1)
+        hidden = output.hidden_states[-1][0, 0].float()
+        logprobs = torch.log_softmax(output.logits[0].float(), dim=-1)
         scored = []
         start = 1
         for opening in encoded:
@@ -306,7 +356,7 @@ class HFChatModel:
             values = logprobs[where, opening]
             scored.append((torch.tensor([opening], dtype=ids.dtype), values))
             start += len(opening)
-        return scored
+        return scored, hidden
 
     def _decode(
         self, ids: Any, *, n: int, sample: bool, opening: tuple[Any, Any] | None = None

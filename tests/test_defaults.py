@@ -63,6 +63,8 @@ def fake_run(output, *, verifier_lora=True):
         (folder / "tokenizer.json").write_text("{}")
         if role != "verifier" or verifier_lora:
             (folder / "adapter_config.json").write_text("{}")
+        if role == "proposer-cheap":
+            (folder / "opening-head.safetensors").write_bytes(b"head")
     (output / "verifier" / "adapter" / "verifier.json").write_text("{}")
 
 
@@ -73,6 +75,7 @@ def test_package_copies_adapters_only(tmp_path):
     assert sorted(path.name for path in (tmp_path / "trained" / "verifier").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "training-manifest.json", "verifier.json"]
     assert not (tmp_path / "trained" / "proposer-cheap-asset" / "tokenizer.json").exists()
+    assert (tmp_path / "trained" / "proposer-cheap-asset" / "opening-head.safetensors").read_bytes() == b"head"
 
 
 def test_package_rejects_full_verifier(tmp_path):
@@ -98,6 +101,24 @@ def test_shipped_adapter_changes_real_model(name):
     ids = tuned.tokenizer("file_read: ls(a=True)", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert not torch.allclose(tuned.model(input_ids=ids).logits, base.model(input_ids=ids).logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+def test_shipped_opening_head_fits_real_model(name):
+    from spec_agent.hf import GenerationConfig, HFChatModel
+    from spec_agent.opening_head import find_opening_head
+    from spec_agent.prompts import KIND_OPENINGS
+    from tests.test_assets import require_fetched
+
+    head = find_opening_head(defaults.shipped_adapter(name))
+    assert head is not None, f"no opening head for {name} in {defaults.TRAINED_DIR}"
+    require_fetched(name)
+    model = HFChatModel(name, role="cheap", adapter=defaults.shipped_adapter(name), opening_head=head,
+                        generation=GenerationConfig(max_new_tokens=2))
+    assert model.opening_head.metrics["validation_accuracy"] > model.opening_head.metrics["validation_majority_accuracy"]
+    generations, _ = model.generate([{"role": "user", "content": "Show me notes.txt"}], openings=KIND_OPENINGS)
+    assert generations[0].text.startswith(KIND_OPENINGS)
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_tree_scores_equal_separate_forward_passes(tiny_model):
     ids = tiny_model.encode(CHAT)
     with torch.inference_mode():
         tiny_model._prefill(ids)
-        scored = tiny_model._score_openings(ids, openings)
+        scored, _ = tiny_model._score_openings(ids, openings)
     assert tiny_model._cache.get_seq_length() == ids.shape[1] - 1
     for opening, (_, logprobs) in zip(openings, scored):
         assert float(logprobs.sum()) == pytest.approx(_opening_logprob(tiny_model, opening), abs=1e-4)

@@ -358,9 +358,8 @@ def generate_proposals(
         progress: Called with (done, total) after each example.
     """
     cached = _read_proposal_cache(cache_path, proposer.name)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Proposal] = {}
-    with cache_path.open("a", encoding="utf-8") as handle:
+    with open_jsonl_cache(cache_path) as handle:
         for done, example in enumerate(examples, start=1):
             digest = prompt_digest(example)
             proposal = cached.get((example.id, digest))
@@ -389,16 +388,38 @@ def cached_proposals(examples: Sequence[Example], cache_path: Path, model: str) 
 
 
 def _read_proposal_cache(path: Path, model: str) -> dict[tuple[str, str], Proposal]:
-    if not path.exists():
-        return {}
     cached = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in read_jsonl_cache(path):
         if record.get("model") == model:
             cached[(record["example_id"], record["prompt_sha256"])] = Proposal.from_dict(record["proposal"])
     return cached
+
+
+def read_jsonl_cache(path: Path) -> list[dict[str, Any]]:
+    """Return the records of an append-only JSONL cache, skipping a torn line.
+
+    A run killed mid-write leaves a partial line behind; its example is simply computed again.
+    """
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if line.strip():
+                logger.warning("Skipped a partial line in %s", path)
+    return records
+
+
+def open_jsonl_cache(path: Path) -> Any:
+    """Open an append-only JSONL cache for appending, so that new records start on a line of their own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    handle = path.open("a", encoding="utf-8")
+    if torn:
+        handle.write("\n")
+    return handle
 
 
 def proposal_sample(examples: Sequence[Example], count: int, *, seed: int) -> list[Example]:

@@ -3,20 +3,27 @@
 Layout of an output folder:
 
     proposals/<model>.jsonl      cached greedy proposals of the cheap proposer (hard negatives)
-    proposer-cheap/              data/ (SFT rows), checkpoints/, adapter/ (+ training-manifest.json)
+    proposer-cheap/              data/ (SFT rows), checkpoints/, adapter/ (+ training-manifest.json),
+                                 head-features.jsonl and adapter/opening-head.safetensors
     proposer-strong/             the same for the strong model, trained with the same settings
     verifier/                    data/ (pairs), checkpoints/, adapter/ or the causal-LM folder
+
+`spec-agent train all` trains the proposers, then their opening heads, then the verifier, whose
+hard negatives are the trained cheap proposer's own mistakes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spec_agent.errors import ConfigError
 from spec_agent.eval.schema import Example
 from spec_agent.training.datasets import (
     PairSplits,
@@ -32,7 +39,7 @@ from spec_agent.training.datasets import (
     proposal_sample,
     save_dataset,
 )
-from spec_agent.training.manifest import base_model_record, write_manifest
+from spec_agent.training.manifest import MANIFEST_NAME, base_model_record, write_manifest
 from spec_agent.training.recipes import Recipe
 from spec_agent.training.sft import TrainingResult, load_tokenizer, train_sft
 
@@ -96,6 +103,86 @@ def train_proposer(recipe: Recipe, output: Path, role: ProposerRole) -> RunRepor
     return _report(f"proposer-{role}", result, recipe, model_name, card, result.metrics)
 
 
+def proposer_adapter(output: Path, role: ProposerRole) -> Path:
+    """Return the adapter folder of a proposer trained into `output`."""
+    return Path(output) / f"proposer-{role}" / "adapter"
+
+
+def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Progress | None = None) -> RunReport:
+    """Fit the opening head of a trained proposer and save it beside its adapter.
+
+    The head's result also goes into the adapter's manifest under `opening_head`.
+
+    Raises:
+        ConfigError: The proposer has no finished adapter in `output`, or the recipe fits no head.
+    """
+    from spec_agent.hf import HFChatModel
+    from spec_agent.training.head import collect_features, fit_head, head_sample
+
+    settings = recipe.proposer
+    if settings.head_examples == 0:
+        raise ConfigError(f"Recipe {recipe.name!r} sets proposer.head_examples to 0, so it fits no opening "
+                          "head; set a count of at least 10 to fit one.")
+    model_name = settings.cheap_model if role == "cheap" else settings.strong_model
+    adapter = proposer_adapter(output, role)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"No trained {role} proposer in {str(adapter)!r}; run `spec-agent train proposer "
+                          f"--role {role} --output {output}` first.")
+    examples, _ = load_training_examples(dataset_folder(recipe))
+    train = head_sample([example for example in examples if _split_of(example, recipe) == "train"],
+                        settings.head_examples, seed=recipe.seed, salt="train")
+    validation = head_sample([example for example in examples if _split_of(example, recipe) == "heldout"],
+                             settings.head_validation_examples, seed=recipe.seed, salt="validation")
+    rows = {name: [{"id": item.id, "kind": item.action.kind, "source": item.source, "scenario": item.scenario}
+                   for item in split] for name, split in (("train", train), ("validation", validation))}
+    card = dataset_card(rows, source_sha256=file_sha256(dataset_folder(recipe) / "train.jsonl"))
+    model = HFChatModel(model_name, role=role, adapter=adapter)
+    cache = adapter.parent / "head-features.jsonl"
+    started = time.perf_counter()
+    total = len(train) + len(validation)
+
+    def advance(done: int, _: int, offset: int = 0) -> None:
+        if progress is not None:
+            progress(offset + done, total)
+
+    outcome = {"interrupted": False, "seconds": 0.0}
+    try:
+        train_features = collect_features(model, train, cache, progress=advance)
+        validation_features = collect_features(model, validation, cache,
+                                               progress=lambda done, _: advance(done, _, len(train)))
+    except KeyboardInterrupt:
+        logger.warning("Interrupted; the features computed so far are kept in %s", cache)
+        outcome["interrupted"] = True
+    outcome["seconds"] = time.perf_counter() - started
+    manifest = {
+        "artifact": f"opening-head-{role}",
+        "base_model": base_model_record(model_name),
+        "data": {"source_sha256": card["source_sha256"],
+                 "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
+                            for split, info in card["splits"].items()}},
+        "steps": None,
+        "wall_seconds": outcome["seconds"],
+        "examples_per_second": total / max(outcome["seconds"], 1e-9),
+        "validation": {},
+    }
+    if outcome["interrupted"]:
+        return RunReport(name=manifest["artifact"], folder=None, checkpoint_dir=cache, interrupted=True,
+                         manifest=manifest)
+    head = fit_head(train_features, validation_features, seed=recipe.seed)
+    head.save(adapter)
+    manifest["validation"] = head.metrics
+    _record_head(adapter, manifest)
+    return RunReport(name=manifest["artifact"], folder=adapter, checkpoint_dir=cache, interrupted=False,
+                     manifest=manifest)
+
+
+def _record_head(adapter: Path, manifest: dict[str, Any]) -> None:
+    path = adapter / MANIFEST_NAME
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record["opening_head"] = {key: manifest[key] for key in ("data", "wall_seconds", "examples_per_second", "validation")}
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def train_verifier_run(recipe: Recipe, output: Path, *, progress: Progress | None = None) -> RunReport:
     """Build verifier pairs (generating hard negatives), train, calibrate and evaluate."""
     from spec_agent.training.verifier import train_verifier
@@ -125,12 +212,22 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
     if count == 0:
         return {}
     from spec_agent.hf import HFChatModel
+    from spec_agent.opening_head import find_opening_head
     from spec_agent.proposers import LocalProposer
 
     model_name = recipe.verifier.proposal_model or recipe.proposer.cheap_model
     sample = proposal_sample(examples, count, seed=recipe.seed)
+    cheap = HFChatModel(model_name, role="cheap")
+    adapter = proposer_adapter(output, "cheap")
+    if recipe.verifier.proposal_model is None and (adapter / "adapter_config.json").is_file():
+        # The verifier judges the trained cheap proposer, so its mistakes are the negatives to learn.
+        head = find_opening_head(adapter)
+        cheap = HFChatModel(model_name, role="cheap", adapter=adapter, opening_head=head)
+        weights = [adapter / "adapter_model.safetensors", *([head] if head else [])]
+        # Proposals are cached per set of weights, so a retrained adapter or head starts afresh.
+        model_name = f"{model_name}-trained-{_digest(weights)}"
     cache = output / "proposals" / f"{_slug(model_name)}.jsonl"
-    proposer = LocalProposer(HFChatModel(model_name, role="cheap"))
+    proposer = LocalProposer(cheap)
     proposals = generate_proposals(sample, proposer, cache, progress=progress)
     # Proposals cached by earlier runs for other train examples are as good as new ones.
     proposals = {**cached_proposals(examples, cache, proposer.name), **proposals}
@@ -138,6 +235,10 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
     logger.info("Hard negatives: %s wrong parsed proposals out of %s generations (the recipe's sample is %s)",
                 len(wrong), len(proposals), len(sample))
     return wrong
+
+
+def _digest(paths: Sequence[Path]) -> str:
+    return "-".join(file_sha256(path)[:8] for path in paths)
 
 
 def _slug(name: str) -> str:

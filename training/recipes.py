@@ -37,6 +37,10 @@ class ProposerConfig:
     """Training rows sampled from the train split; 0 uses every row that fits `max_length`."""
     validation_examples: int = 40
     """Rows from held-out train-split scenarios for the validation loss."""
+    head_examples: int = 300
+    """Train-split rows on which each proposer's opening head is fitted; 0 fits no head."""
+    head_validation_examples: int = 100
+    """Rows from held-out train-split scenarios on which the head's kind accuracy is measured."""
     max_length: int = 768
     """Maximum tokens of prompt plus target; older messages are dropped to fit, as at inference."""
     lora_r: int = 16
@@ -180,6 +184,10 @@ def _check_proposer(config: ProposerConfig) -> None:
              "use 0 (all rows) or a positive count")
     _require(config.validation_examples >= 1, "proposer.validation_examples",
              config.validation_examples, "use a positive count")
+    _require(config.head_examples == 0 or config.head_examples >= 10, "proposer.head_examples",
+             config.head_examples, "use 0 (no opening head) or at least 10 rows for cross-validation")
+    _require(config.head_validation_examples >= 1, "proposer.head_validation_examples",
+             config.head_validation_examples, "use a positive count")
 
 
 def _check_verifier(config: VerifierConfig) -> None:

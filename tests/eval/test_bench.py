@@ -208,3 +208,46 @@ def test_cli_bench_defaults_to_shipped_verifier(tiny_dirs, tmp_path):
     assert run.config["trained"]["verifier"]["validation"]["heldout_roc_auc"] > 0.8
     scored = [row for row in store.decisions(run.run_id, "D") if row.scores]
     assert all(0.0 <= score <= 1.0 for row in scored for score in row.scores if score is not None)
+
+
+def _adapter_with_forcing_head(base, folder, kind):
+    """Save a LoRA adapter of the tiny model and a head that always chooses `kind`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from spec_agent.opening_head import OpeningHead
+    from spec_agent.prompts import KIND_OPENINGS
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(folder)
+    features = model.config.hidden_size + len(KIND_OPENINGS)
+    bias = torch.full((len(KIND_OPENINGS),), -10.0)
+    bias[KIND_OPENINGS.index(f"{kind}:")] = 10.0
+    OpeningHead(openings=KIND_OPENINGS, weight=torch.zeros(len(KIND_OPENINGS), features), bias=bias,
+                mean=torch.zeros(features), scale=torch.ones(features)).save(folder)
+    (folder / "training-manifest.json").write_text(json.dumps({"opening_head": {"validation": {"l2": 0.01}}}))
+    return folder
+
+
+def test_cli_bench_uses_adapter_opening_head(tiny_dirs, tmp_path):
+    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED")
+    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
+    runs = {}
+    for flag in ([], ["--no-opening-head"]):
+        out = tmp_path / ("plain" if flag else "headed")
+        result = CliRunner().invoke(app, [
+            "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+            "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "B", "--untrained",
+            "--cheap-adapter", str(adapter), *flag,
+        ])
+        assert result.exit_code == 0, result.output
+        store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+        runs[bool(flag)] = (store.latest_run(), store)
+    headed, store = runs[False]
+    assert headed.config["settings"]["opening_heads"] is True
+    assert headed.config["trained"]["cheap"]["opening_head"] == {"l2": 0.01}
+    assert {row.final_action["kind"] for row in store.decisions(headed.run_id)} == {"BLOCKED"}
+    plain, _ = runs[True]
+    assert plain.config["settings"]["opening_heads"] is False
+    assert "opening_head" not in plain.config["trained"]["cheap"]

@@ -1,0 +1,96 @@
+"""Fitting opening heads: feature caching, the pipeline step and the `train head` command."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import torch
+from typer.testing import CliRunner
+
+from spec_agent._cli_train import train_app
+from spec_agent.hf import HFChatModel
+from spec_agent.opening_head import load_opening_head
+from spec_agent.prompts import KIND_OPENINGS
+from spec_agent.training.datasets import assign_split
+from spec_agent.training.head import collect_features, fit_head
+from tests.training.conftest import make_example
+from tests.training.test_cli_train import _recipe
+
+runner = CliRunner()
+
+
+class CountingModel:
+    """An `HFChatModel` that counts the feature passes it computes."""
+
+    def __init__(self, model):
+        self.model = model
+        self.name = model.name
+        self.passes = 0
+
+    def opening_features(self, chat, openings):
+        self.passes += 1
+        return self.model.opening_features(chat, openings)
+
+
+def test_features_cache_survives_torn_line(tmp_path, tiny_lm):
+    examples = [make_example(index, "train") for index in range(4)]
+    cache = tmp_path / "features.jsonl"
+    model = CountingModel(HFChatModel(str(tiny_lm), role="cheap"))
+    first = collect_features(model, examples[:3], cache)
+    # A run killed mid-write leaves half a line behind.
+    with cache.open("a", encoding="utf-8") as handle:
+        handle.write('{"example_id": "train-003", "hid')
+    second = collect_features(model, examples, cache)
+    assert model.passes == 4
+    assert torch.equal(second.hidden[:3], first.hidden)
+    assert second.loglik.shape == (4, len(KIND_OPENINGS))
+    assert second.gold.tolist()[:3] == first.gold.tolist()
+    assert collect_features(model, examples, cache).hidden.shape == (4, 32)
+    assert model.passes == 4
+
+
+def test_fit_head_reports_accuracies(tmp_path, tiny_lm):
+    examples = [make_example(index, "train") for index in range(20)]
+    features = collect_features(HFChatModel(str(tiny_lm), role="cheap"), examples, tmp_path / "f.jsonl")
+    head = fit_head(features.take(range(15)), features.take(range(15, 20)), seed=0)
+    assert head.metrics["train_rows"] == 15
+    assert head.metrics["validation_rows"] == 5
+    assert head.metrics["l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
+    for key in ("validation_accuracy", "validation_likelihood_accuracy", "validation_majority_accuracy"):
+        assert 0.0 <= head.metrics[key] <= 1.0
+
+
+def test_head_command_saves_head_beside_adapter(tmp_path, dataset_dir, tiny_lm):
+    recipe = _recipe(tmp_path, dataset_dir, tiny_lm, head_examples=12, head_validation_examples=4)
+    output = tmp_path / "out"
+    trained = runner.invoke(train_app, ["proposer", "--recipe", str(recipe), "--output", str(output),
+                                        "--max-steps", "1", "--role", "cheap"])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(train_app, ["head", "--recipe", str(recipe), "--output", str(output), "--role", "cheap"])
+    assert result.exit_code == 0, result.output
+    adapter = output / "proposer-cheap" / "adapter"
+    head = load_opening_head(adapter)
+    assert head.openings == KIND_OPENINGS
+    manifest = json.loads((adapter / "training-manifest.json").read_text())
+    assert manifest["steps"] == 1
+    recorded = manifest["opening_head"]
+    assert recorded["validation"]["train_rows"] == 12
+    assert recorded["data"]["splits"]["train"]["rows"] == 12
+    # Training rows come from the train split and measuring rows from held-out scenarios only.
+    rows = [json.loads(line) for line in (output / "proposer-cheap" / "head-features.jsonl").read_text().splitlines()]
+    splits = Counter(_split(row["example_id"]) for row in rows)
+    assert splits == {"train": 12, "heldout": recorded["data"]["splits"]["validation"]["rows"]}
+
+
+def _split(example_id):
+    scenario = f"train:{int(example_id.split('-')[1]) // 2}"
+    return assign_split(scenario, calibration=0.1, heldout=0.15, seed=0)
+
+
+def test_head_before_proposer_names_the_command(tmp_path, dataset_dir, tiny_lm):
+    recipe = _recipe(tmp_path, dataset_dir, tiny_lm)
+    result = runner.invoke(train_app, ["head", "--recipe", str(recipe), "--output", str(tmp_path / "out"),
+                                       "--role", "strong"])
+    assert result.exit_code == 2
+    assert "spec-agent train proposer --role strong" in result.output

@@ -1,0 +1,164 @@
+"""Fitting a proposer's opening head on features of train-split examples.
+
+The features of one example are the fine-tuned model's final hidden state after the prompt and the
+log-likelihood of each `kind:` opening there (`HFChatModel.opening_features`). Extracting them is
+one prompt pass per example, the slow part, so each example's features are appended to a JSONL
+cache as soon as they exist: an interrupted run keeps them, and a rerun computes only the rest.
+Fitting is seconds. The L2 strength is chosen by cross-validation on the training rows, and the
+accuracy is reported on rows from held-out train-split scenarios, never on the eval split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spec_agent.actions import ACTION_KINDS
+from spec_agent.errors import ConfigError
+from spec_agent.eval.schema import Example
+from spec_agent.opening_head import OpeningHead, fit_opening_head
+from spec_agent.prompts import KIND_OPENINGS, render_chat
+from spec_agent.training.datasets import open_jsonl_cache, prompt_digest, read_jsonl_cache
+
+logger = logging.getLogger(__name__)
+
+L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+"""L2 strengths tried by cross-validation."""
+FOLDS = 5
+"""Cross-validation folds for choosing the L2 strength."""
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Features:
+    """Head inputs and labels of a list of examples."""
+
+    hidden: Any
+    """(n, d) hidden states."""
+    loglik: Any
+    """(n, k) opening log-likelihoods."""
+    gold: Any
+    """(n,) index of each example's gold kind in `KIND_OPENINGS`."""
+
+    def __len__(self) -> int:
+        return int(self.gold.shape[0])
+
+    def take(self, rows: Sequence[int]) -> Features:
+        """Return the features of the given rows."""
+        import torch
+
+        index = torch.tensor(list(rows), dtype=torch.long)
+        return Features(self.hidden[index], self.loglik[index], self.gold[index])
+
+
+def head_sample(examples: Sequence[Example], count: int, *, seed: int, salt: str) -> list[Example]:
+    """Return a seeded sample of `count` examples in id order; `salt` separates samples of one seed."""
+    chosen = random.Random(f"head:{salt}:{seed}").sample(list(examples), min(count, len(examples)))
+    return sorted(chosen, key=lambda example: example.id)
+
+
+def collect_features(
+    model: Any,
+    examples: Sequence[Example],
+    cache_path: Path,
+    *,
+    progress: ProgressCallback | None = None,
+) -> Features:
+    """Return the head features of every example, computing only those not in the cache.
+
+    Examples run in the order of their rendered prompts, so that neighbours share the longest
+    prefix (the tool list first) and the model's prefix cache prefills only what differs. On a
+    sample of the BFCL train split, a prompt then shares 74% of its text with the one before,
+    against 44% in id order.
+    Cached rows count only for the same model name and an unchanged rendered prompt.
+    """
+    import torch
+
+    cached = {(row["example_id"], row["prompt_sha256"]): row for row in read_jsonl_cache(cache_path)
+              if row.get("model") == model.name}
+    chats = [render_chat(example.messages, example.tools) for example in examples]
+    order = sorted(range(len(examples)), key=lambda index: json.dumps(chats[index]))
+    rows: dict[int, dict[str, Any]] = {}
+    with open_jsonl_cache(cache_path) as handle:
+        for done, index in enumerate(order, start=1):
+            example = examples[index]
+            digest = prompt_digest(example)
+            row = cached.get((example.id, digest))
+            if row is None:
+                state, scores = model.opening_features(chats[index], KIND_OPENINGS)
+                row = {"example_id": example.id, "model": model.name, "prompt_sha256": digest,
+                       "hidden": state.tolist(), "loglik": scores.tolist()}
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+            rows[index] = row
+            if progress is not None:
+                progress(done, len(examples))
+    hidden = [rows[index]["hidden"] for index in range(len(examples))]
+    loglik = [rows[index]["loglik"] for index in range(len(examples))]
+    gold = [ACTION_KINDS.index(example.action.kind) for example in examples]
+    return Features(torch.tensor(hidden), torch.tensor(loglik), torch.tensor(gold, dtype=torch.long))
+
+
+def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID) -> tuple[float, dict[float, float]]:
+    """Return the L2 strength with the best cross-validated accuracy, and every strength's accuracy.
+
+    Ties go to the stronger penalty, the simpler head.
+    """
+    if len(features) < FOLDS:
+        raise ConfigError(f"The opening head needs at least {FOLDS} training rows, got {len(features)}; "
+                          "raise head_examples in the recipe.")
+    order = list(range(len(features)))
+    random.Random(f"folds:{seed}").shuffle(order)
+    folds = [order[index::FOLDS] for index in range(FOLDS)]
+    scores = {}
+    for l2 in grid:
+        correct = 0
+        for tested in folds:
+            fitted = sorted(set(order) - set(tested))
+            head = _fit(features.take(fitted), l2)
+            correct += int(accuracy(head, features.take(tested)) * len(tested) + 0.5)
+        scores[l2] = correct / len(features)
+    best = max(sorted(grid, reverse=True), key=lambda l2: scores[l2])
+    return best, scores
+
+
+def _fit(features: Features, l2: float) -> OpeningHead:
+    return fit_opening_head(features.hidden, features.loglik, features.gold, KIND_OPENINGS, l2=l2)
+
+
+def accuracy(head: OpeningHead, features: Features) -> float:
+    """Return the share of rows whose gold opening the head ranks first."""
+    predicted = head.logits(features.hidden, features.loglik).argmax(dim=1)
+    return float((predicted == features.gold).float().mean())
+
+
+def likelihood_accuracy(features: Features) -> float:
+    """Return the share of rows whose gold opening is the most likely one, the choice without a head."""
+    return float((features.loglik.argmax(dim=1) == features.gold).float().mean())
+
+
+def fit_head(train: Features, validation: Features, *, seed: int) -> OpeningHead:
+    """Choose the L2 strength on `train` by cross-validation, fit on all of it and measure on `validation`."""
+    import dataclasses
+
+    l2, scores = choose_l2(train, seed=seed)
+    head = _fit(train, l2)
+    majority = int(train.gold.bincount(minlength=len(ACTION_KINDS)).argmax())
+    metrics = {
+        "train_rows": len(train),
+        "validation_rows": len(validation),
+        "l2": l2,
+        "cv_accuracy": {str(key): round(value, 4) for key, value in scores.items()},
+        "validation_accuracy": round(accuracy(head, validation), 4),
+        "validation_likelihood_accuracy": round(likelihood_accuracy(validation), 4),
+        "validation_majority_accuracy": round(float((validation.gold == majority).float().mean()), 4),
+    }
+    logger.info("Opening head: L2 %s, validation kind accuracy %.3f (likelihood alone %.3f, majority %.3f)",
+                l2, metrics["validation_accuracy"], metrics["validation_likelihood_accuracy"],
+                metrics["validation_majority_accuracy"])
+    return dataclasses.replace(head, metrics=metrics)

@@ -274,7 +274,7 @@ class HFChatModel:
         return hidden.clone(), torch.stack([logprobs.sum() for _, logprobs in scored]).float()
 
     def _decode_openings(self, ids: Any, openings: list[str], *, n: int, sample: bool) -> list[Generation]:
-        """Choose an opening per generation by its likelihood, then generate the rest of the line."""
+        """Choose an opening per generation, by the head or the likelihoods, then generate the rest of the line."""
         import torch
 
         scored, hidden = self._scored_openings(ids, openings)

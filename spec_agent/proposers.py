@@ -50,7 +50,8 @@ class LocalProposer:
     By default every generation is made to open with one of the nine `kind:` prefixes, chosen by
     the model's likelihood of each in full. A small model then always names one of the nine
     kinds, and that kind is the most likely of the nine rather than whatever its first greedy
-    token led to. Its payload can still fail to parse.
+    token led to. A model with an opening head (`HFChatModel(opening_head=...)`) lets the head
+    choose the kind instead. The payload can still fail to parse.
 
     Args:
         model: An object with `name` and `generate(chat, *, n, sample, seed, openings)`.

@@ -27,7 +27,7 @@ from spec_agent.training.datasets import open_jsonl_cache, prompt_digest, read_j
 
 logger = logging.getLogger(__name__)
 
-L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
 """L2 strengths tried by cross-validation."""
 FOLDS = 5
 """Cross-validation folds for choosing the L2 strength."""

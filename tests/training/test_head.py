@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -12,8 +13,8 @@ from spec_agent._cli_train import train_app
 from spec_agent.hf import HFChatModel
 from spec_agent.opening_head import load_opening_head
 from spec_agent.prompts import KIND_OPENINGS
-from spec_agent.training.datasets import assign_split
-from spec_agent.training.head import collect_features, fit_head
+from spec_agent.training.datasets import assign_split, load_training_examples
+from spec_agent.training.head import L2_GRID, collect_features, fit_head
 from tests.training.conftest import make_example
 from tests.training.test_cli_train import _recipe
 
@@ -56,7 +57,7 @@ def test_fit_head_reports_accuracies(tmp_path, tiny_lm):
     head = fit_head(features.take(range(15)), features.take(range(15, 20)), seed=0)
     assert head.metrics["train_rows"] == 15
     assert head.metrics["validation_rows"] == 5
-    assert head.metrics["l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
+    assert head.metrics["l2"] in L2_GRID
     for key in ("validation_accuracy", "validation_likelihood_accuracy", "validation_majority_accuracy"):
         assert 0.0 <= head.metrics[key] <= 1.0
 
@@ -94,3 +95,24 @@ def test_head_before_proposer_names_the_command(tmp_path, dataset_dir, tiny_lm):
                                        "--role", "strong"])
     assert result.exit_code == 2
     assert "spec-agent train proposer --role strong" in result.output
+
+
+def test_hard_negatives_come_from_trained_proposer(tmp_path, dataset_dir, tiny_lm):
+    from spec_agent.training.pipeline import _hard_negatives
+    from spec_agent.training.recipes import load_recipe
+
+    path = _recipe(tmp_path, dataset_dir, tiny_lm, head_examples=10, head_validation_examples=2)
+    recipe = load_recipe(path)
+    recipe = dataclasses.replace(recipe, verifier=dataclasses.replace(recipe.verifier, hard_negative_generations=3))
+    examples, _ = load_training_examples(dataset_dir)
+    output = tmp_path / "out"
+    _hard_negatives(recipe, examples, output, None)
+    base_caches = set((output / "proposals").iterdir())
+    assert len(base_caches) == 1
+    for command in (["proposer", "--max-steps", "1"], ["head"]):
+        result = runner.invoke(train_app, [*command, "--recipe", str(path), "--output", str(output), "--role", "cheap"])
+        assert result.exit_code == 0, result.output
+    _hard_negatives(recipe, examples, output, None)
+    trained_caches = set((output / "proposals").iterdir()) - base_caches
+    assert len(trained_caches) == 1
+    assert "-trained-" in trained_caches.pop().name

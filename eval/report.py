@@ -219,6 +219,11 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         loss = ""
         if "eval_loss_before" in validation:
             loss = f"; validation loss {validation['eval_loss_before']:.3f} -> {validation['eval_loss_after']:.3f}"
+        head = adapter.get("opening_head")
+        if head:
+            loss += (f"; opening head kind accuracy {_number(head.get('validation_accuracy'))} on held-out "
+                     f"train-split examples, against {_number(head.get('validation_likelihood_accuracy'))} "
+                     "by likelihood")
         lines.append(f"- {role.capitalize()} model: {model} with LoRA adapter `{adapter['folder']}` "
                      f"({adapter.get('steps')} steps{loss})")
     verifier = trained.get("verifier")

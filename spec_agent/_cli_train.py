@@ -169,10 +169,9 @@ def _run(job, command: str, recipe: str, output: Path) -> None:  # noqa: ANN001
         raise typer.Exit(code=INTERRUPTED_EXIT)
     manifest = report.manifest
     steps = f"{manifest['steps']} steps in " if manifest.get("steps") is not None else ""
-    console.print(
-        f"[green]{report.name}[/green]: {steps}{manifest['wall_seconds']:.0f} s, "
-        f"{manifest['examples_per_second']:.2f} examples/s -> {report.folder}"
-    )
+    rate = manifest["examples_per_second"]
+    rate_text = "every example cached" if rate is None else f"{rate:.2f} examples/s"
+    console.print(f"[green]{report.name}[/green]: {steps}{manifest['wall_seconds']:.0f} s, {rate_text} -> {report.folder}")
     for key, value in sorted(manifest["validation"].items()):
         if isinstance(value, (int, float)) or value is None:
             console.print(f"  {key}: {value}")

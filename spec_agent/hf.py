@@ -298,8 +298,8 @@ class HFChatModel:
     def _scored_openings(self, ids: Any, openings: list[str]) -> tuple[list[tuple[Any, Any]], Any]:
         """Return `_score_openings` for a prompt, reusing the result of the same prompt just before.
 
-        Configuration E asks for a greedy and then sampled generations of one prompt; both need the
-        same scores, so the second call skips the tree pass.
+        Configuration E requests a greedy generation and then sampled ones for the same prompt. Both
+        need the same scores, so the second call skips the tree pass.
         """
         import torch
 

@@ -44,6 +44,8 @@ class Features:
     """(n, k) opening log-likelihoods."""
     gold: Any
     """(n,) index of each example's gold kind in `KIND_OPENINGS`."""
+    computed: int = 0
+    """Rows computed by the model rather than read from the cache."""
 
     def __len__(self) -> int:
         return int(self.gold.shape[0])
@@ -84,6 +86,7 @@ def collect_features(
     chats = [render_chat(example.messages, example.tools) for example in examples]
     order = sorted(range(len(examples)), key=lambda index: json.dumps(chats[index]))
     rows: dict[int, dict[str, Any]] = {}
+    computed = 0
     with open_jsonl_cache(cache_path) as handle:
         for done, index in enumerate(order, start=1):
             example = examples[index]
@@ -95,13 +98,14 @@ def collect_features(
                        "hidden": state.tolist(), "loglik": scores.tolist()}
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
+                computed += 1
             rows[index] = row
             if progress is not None:
                 progress(done, len(examples))
     hidden = [rows[index]["hidden"] for index in range(len(examples))]
     loglik = [rows[index]["loglik"] for index in range(len(examples))]
     gold = [ACTION_KINDS.index(example.action.kind) for example in examples]
-    return Features(torch.tensor(hidden), torch.tensor(loglik), torch.tensor(gold, dtype=torch.long))
+    return Features(torch.tensor(hidden), torch.tensor(loglik), torch.tensor(gold, dtype=torch.long), computed)
 
 
 def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID) -> tuple[float, dict[float, float]]:

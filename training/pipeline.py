@@ -145,15 +145,15 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
         if progress is not None:
             progress(offset + done, total)
 
-    outcome = {"interrupted": False, "seconds": 0.0}
     try:
         train_features = collect_features(model, train, cache, progress=advance)
         validation_features = collect_features(model, validation, cache,
                                                progress=lambda done, _: advance(done, _, len(train)))
     except KeyboardInterrupt:
         logger.warning("Interrupted; the features computed so far are kept in %s", cache)
-        outcome["interrupted"] = True
-    outcome["seconds"] = time.perf_counter() - started
+        train_features = validation_features = None
+    seconds = time.perf_counter() - started
+    computed = None if train_features is None else train_features.computed + validation_features.computed
     manifest = {
         "artifact": f"opening-head-{role}",
         "base_model": base_model_record(model_name),
@@ -161,11 +161,13 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
                  "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
                             for split, info in card["splits"].items()}},
         "steps": None,
-        "wall_seconds": outcome["seconds"],
-        "examples_per_second": total / max(outcome["seconds"], 1e-9),
+        "wall_seconds": seconds,
+        # Rows read from the cache cost nothing, so the rate counts the computed ones only.
+        "computed_rows": computed,
+        "examples_per_second": computed / seconds if computed else None,
         "validation": {},
     }
-    if outcome["interrupted"]:
+    if computed is None:
         return RunReport(name=manifest["artifact"], folder=None, checkpoint_dir=cache, interrupted=True,
                          manifest=manifest)
     head = fit_head(train_features, validation_features, seed=recipe.seed)
@@ -179,7 +181,8 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
 def _record_head(adapter: Path, manifest: dict[str, Any]) -> None:
     path = adapter / MANIFEST_NAME
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    record["opening_head"] = {key: manifest[key] for key in ("data", "wall_seconds", "examples_per_second", "validation")}
+    keys = ("data", "wall_seconds", "computed_rows", "examples_per_second", "validation")
+    record["opening_head"] = {key: manifest[key] for key in keys}
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -241,10 +241,13 @@ def test_header_names_models_and_verifier(tmp_path):
     config = {"settings": {"cheap_model": "small", "strong_model": "big", "verifier": "/v",
                            "thresholds": {"verifier": 0.39}},
               "trained": {"cheap": {"folder": "/a", "steps": 16, "validation": {"eval_loss_before": 2.0, "eval_loss_after": 1.5}},
+                          "strong": {"folder": "/b", "steps": 18, "validation": {},
+                                     "opening_head": {"validation_accuracy": 0.62, "validation_likelihood_accuracy": 0.22}},
                           "verifier": {"folder": "/v", "validation": {"heldout_roc_auc": 0.922}}}}
     run_id = store.start_run(name="models", config=config)
     store.finish_run(run_id, "finished")
     markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
     assert "- Cheap model: small with LoRA adapter `/a` (16 steps; validation loss 2.000 -> 1.500)" in markdown
-    assert "- Strong model: big (base weights, no adapter)" in markdown
+    assert ("- Strong model: big with LoRA adapter `/b` (18 steps; opening head kind accuracy 0.620 on held-out "
+            "train-split examples, against 0.220 by likelihood)") in markdown
     assert "ROC AUC on held-out train-split pairs 0.922, threshold 0.390" in markdown

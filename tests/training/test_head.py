@@ -116,3 +116,15 @@ def test_hard_negatives_come_from_trained_proposer(tmp_path, dataset_dir, tiny_l
     trained_caches = set((output / "proposals").iterdir()) - base_caches
     assert len(trained_caches) == 1
     assert "-trained-" in trained_caches.pop().name
+
+
+def test_head_rerun_reads_cached_features(tmp_path, dataset_dir, tiny_lm):
+    recipe = _recipe(tmp_path, dataset_dir, tiny_lm, head_examples=10, head_validation_examples=2)
+    output = tmp_path / "out"
+    for command in (["proposer", "--max-steps", "1"], ["head"], ["head"]):
+        result = runner.invoke(train_app, [*command, "--recipe", str(recipe), "--output", str(output), "--role", "cheap"])
+        assert result.exit_code == 0, result.output
+    assert "every example cached" in result.output
+    manifest = json.loads((output / "proposer-cheap" / "adapter" / "training-manifest.json").read_text())
+    assert manifest["opening_head"]["computed_rows"] == 0
+    assert manifest["opening_head"]["examples_per_second"] is None

@@ -3,8 +3,8 @@
 Constrained decoding (`HFChatModel.generate(openings=...)`) picks the most likely of the nine
 `kind:` openings. A small model fine-tuned on a few dozen rows ranks those openings poorly: its
 kind choice is about as good as always naming the most common kind. The model's last hidden state
-after the prompt still contains what it read, and a linear classifier over that state (plus the
-openings' log-likelihoods) learns the choice from hundreds of examples in seconds, where LoRA
+after the prompt still contains what it read. A linear classifier over that state and the
+openings' log-likelihoods learns the choice from hundreds of examples in seconds, where LoRA
 fine-tuning on as many rows takes hours on a CPU.
 
 The head is part of a trained proposer, like its LoRA adapter: `spec-agent train head` fits one per
@@ -129,7 +129,8 @@ def fit_opening_head(
         raise ConfigError(f"fit_opening_head needs the same non-zero number of rows in hidden "
                           f"({hidden.shape[0]}), loglik ({loglik.shape[0]}) and gold ({gold.shape[0]}).")
     if loglik.shape[1] != len(openings):
-        raise ConfigError(f"loglik has {loglik.shape[1]} columns for {len(openings)} openings.")
+        raise ConfigError(f"Invalid loglik: {loglik.shape[1]} columns for {len(openings)} openings; pass one "
+                          "log-likelihood column per opening.")
     features = torch.cat([hidden.float(), loglik.float()], dim=-1)
     mean = features.mean(dim=0)
     # A constant feature would divide by zero; it carries nothing, so any scale will do.

@@ -415,7 +415,11 @@ def read_jsonl_cache(path: Path) -> list[dict[str, Any]]:
 def open_jsonl_cache(path: Path) -> Any:
     """Open an append-only JSONL cache for appending, so that new records start on a line of their own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as existing:
+            existing.seek(-1, 2)
+            torn = existing.read(1) != b"\n"
     handle = path.open("a", encoding="utf-8")
     if torn:
         handle.write("\n")

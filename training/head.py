@@ -10,6 +10,7 @@ accuracy is reported on rows from held-out train-split scenarios, never on the e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -124,8 +125,7 @@ def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID)
         correct = 0
         for tested in folds:
             fitted = sorted(set(order) - set(tested))
-            head = _fit(features.take(fitted), l2)
-            correct += int(accuracy(head, features.take(tested)) * len(tested) + 0.5)
+            correct += _correct(_fit(features.take(fitted), l2), features.take(tested))
         scores[l2] = correct / len(features)
     best = max(sorted(grid, reverse=True), key=lambda l2: scores[l2])
     return best, scores
@@ -135,10 +135,14 @@ def _fit(features: Features, l2: float) -> OpeningHead:
     return fit_opening_head(features.hidden, features.loglik, features.gold, KIND_OPENINGS, l2=l2)
 
 
+def _correct(head: OpeningHead, features: Features) -> int:
+    predicted = head.logits(features.hidden, features.loglik).argmax(dim=1)
+    return int((predicted == features.gold).sum())
+
+
 def accuracy(head: OpeningHead, features: Features) -> float:
     """Return the share of rows whose gold opening the head ranks first."""
-    predicted = head.logits(features.hidden, features.loglik).argmax(dim=1)
-    return float((predicted == features.gold).float().mean())
+    return _correct(head, features) / len(features)
 
 
 def likelihood_accuracy(features: Features) -> float:
@@ -148,8 +152,6 @@ def likelihood_accuracy(features: Features) -> float:
 
 def fit_head(train: Features, validation: Features, *, seed: int) -> OpeningHead:
     """Choose the L2 strength on `train` by cross-validation, fit on all of it and measure on `validation`."""
-    import dataclasses
-
     l2, scores = choose_l2(train, seed=seed)
     head = _fit(train, l2)
     majority = int(train.gold.bincount(minlength=len(ACTION_KINDS)).argmax())

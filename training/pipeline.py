@@ -84,7 +84,7 @@ def _split_of(example: Example, recipe: Recipe) -> str:
 def train_proposer(recipe: Recipe, output: Path, role: ProposerRole) -> RunReport:
     """Fine-tune the cheap or the strong proposer with the recipe's shared proposer settings."""
     settings = recipe.proposer
-    model_name = settings.cheap_model if role == "cheap" else settings.strong_model
+    model_name = _proposer_model(recipe, role)
     folder = Path(output) / f"proposer-{role}"
     examples, _ = load_training_examples(dataset_folder(recipe))
     tokenizer = load_tokenizer(model_name)
@@ -101,6 +101,10 @@ def train_proposer(recipe: Recipe, output: Path, role: ProposerRole) -> RunRepor
     save_dataset(rows, folder / "data", card)
     result = train_sft(model_name, rows, settings, folder, seed=recipe.seed)
     return _report(f"proposer-{role}", result, recipe, model_name, card, result.metrics)
+
+
+def _proposer_model(recipe: Recipe, role: ProposerRole) -> str:
+    return recipe.proposer.cheap_model if role == "cheap" else recipe.proposer.strong_model
 
 
 def proposer_adapter(output: Path, role: ProposerRole) -> Path:
@@ -123,7 +127,7 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
     if settings.head_examples == 0:
         raise ConfigError(f"Recipe {recipe.name!r} sets proposer.head_examples to 0, so it fits no opening "
                           "head; set a count of at least 10 to fit one.")
-    model_name = settings.cheap_model if role == "cheap" else settings.strong_model
+    model_name = _proposer_model(recipe, role)
     adapter = proposer_adapter(output, role)
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"No trained {role} proposer in {str(adapter)!r}; run `spec-agent train proposer "
@@ -157,9 +161,7 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
     manifest = {
         "artifact": f"opening-head-{role}",
         "base_model": base_model_record(model_name),
-        "data": {"source_sha256": card["source_sha256"],
-                 "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
-                            for split, info in card["splits"].items()}},
+        "data": _data_record(card),
         "steps": None,
         "wall_seconds": seconds,
         # Rows read from the cache cost nothing, so the rate counts the computed ones only.
@@ -220,7 +222,6 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
 
     model_name = recipe.verifier.proposal_model or recipe.proposer.cheap_model
     sample = proposal_sample(examples, count, seed=recipe.seed)
-    cheap = HFChatModel(model_name, role="cheap")
     adapter = proposer_adapter(output, "cheap")
     if recipe.verifier.proposal_model is None and (adapter / "adapter_config.json").is_file():
         # The verifier judges the trained cheap proposer, so its mistakes are the negatives to learn.
@@ -229,6 +230,8 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
         weights = [adapter / "adapter_model.safetensors", *([head] if head else [])]
         # Proposals are cached per set of weights, so a retrained adapter or head starts afresh.
         model_name = f"{model_name}-trained-{_digest(weights)}"
+    else:
+        cheap = HFChatModel(model_name, role="cheap")
     cache = output / "proposals" / f"{_slug(model_name)}.jsonl"
     proposer = LocalProposer(cheap)
     proposals = generate_proposals(sample, proposer, cache, progress=progress)
@@ -248,6 +251,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def _data_record(card: dict[str, Any]) -> dict[str, Any]:
+    """Return the manifest's summary of a dataset card: the source hash and each split's rows and hash."""
+    return {"source_sha256": card["source_sha256"],
+            "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
+                       for split, info in card["splits"].items()}}
+
+
 def _report(
     name: str, result: TrainingResult, recipe: Recipe, model_name: str, card: dict[str, Any],
     metrics: dict[str, Any], *, folder_override: Path | None = None,
@@ -257,9 +267,7 @@ def _report(
     manifest = {
         "artifact": name,
         "base_model": base_model_record(model_name),
-        "data": {"source_sha256": card["source_sha256"],
-                 "splits": {split: {"rows": info["rows"], "sha256": info["sha256"]}
-                            for split, info in card["splits"].items()}},
+        "data": _data_record(card),
         "recipe": recipe.to_dict(),
         "steps": outcome.global_step,
         "resumed_from": outcome.resumed_from,

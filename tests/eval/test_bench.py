@@ -171,17 +171,21 @@ def test_ray_address_without_ray_names_extra(monkeypatch):
             pass
 
 
+def run_untrained_bench(tiny_dirs, dataset, out, configs, *options):
+    """Run `spec-agent bench` with the tiny base models on every example; return the trace store."""
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", configs, "--untrained", *options,
+    ])
+    assert result.exit_code == 0, result.output
+    return SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+
+
 def test_cli_bench_no_share_same_actions(tiny_dirs, tmp_path):
     dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
     actions = {}
     for flag in ([], ["--no-share"]):
-        out = tmp_path / ("unshared" if flag else "shared")
-        result = CliRunner().invoke(app, [
-            "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
-            "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "ACD", "--untrained", *flag,
-        ])
-        assert result.exit_code == 0, result.output
-        store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+        store = run_untrained_bench(tiny_dirs, dataset, tmp_path / ("unshared" if flag else "shared"), "ACD", *flag)
         run = store.latest_run()
         assert run.config["settings"]["share"] is not bool(flag)
         actions[bool(flag)] = sorted((row.config, row.example_id, json.dumps(row.final_action, sort_keys=True))
@@ -236,13 +240,7 @@ def test_cli_bench_uses_adapter_opening_head(tiny_dirs, tmp_path):
     runs = {}
     for flag in ([], ["--no-opening-head"]):
         out = tmp_path / ("plain" if flag else "headed")
-        result = CliRunner().invoke(app, [
-            "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
-            "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "B", "--untrained",
-            "--cheap-adapter", str(adapter), *flag,
-        ])
-        assert result.exit_code == 0, result.output
-        store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+        store = run_untrained_bench(tiny_dirs, dataset, out, "B", "--cheap-adapter", str(adapter), *flag)
         runs[bool(flag)] = (store.latest_run(), store)
     headed, store = runs[False]
     assert headed.config["settings"]["opening_heads"] is True

@@ -65,6 +65,9 @@ class BenchConfig:
     opening_heads: bool = True
     """Whether an adapter folder's opening head (`spec-agent train head`) chooses that model's
     `kind:` prefix instead of the prefixes' likelihood."""
+    free_calls: bool = False
+    """Whether local models write tool payloads freely after a tool kind's opening. By default they
+    decode within the call grammar of the example's tools (see `CallGrammar`)."""
     name: str = "bench"
     """Run name stored with the run."""
 
@@ -172,7 +175,9 @@ class BenchRunner:
         openings = None if config.free_decoding else KIND_OPENINGS
 
         def proposer(model: Any) -> Any:
-            return model if hasattr(model, "propose") else LocalProposer(model, openings=openings)
+            if hasattr(model, "propose"):
+                return model
+            return LocalProposer(model, openings=openings, constrain_calls=not config.free_calls)
 
         cheap = proposer(models.cheap)
         strong = proposer(models.strong)

@@ -226,6 +226,12 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
                      "by likelihood")
         lines.append(f"- {role.capitalize()} model: {model} with LoRA adapter `{adapter['folder']}` "
                      f"({adapter.get('steps')} steps{loss})")
+    if settings.get("free_decoding"):
+        lines.append("- Decoding of local models: free text")
+    else:
+        # Runs from before the call grammar existed have no `free_calls` setting; theirs were free.
+        payloads = "free" if settings.get("free_calls", True) else "within the call grammar of the example's tools"
+        lines.append(f"- Decoding of local models: a `kind:` opening, then tool payloads {payloads}")
     verifier = trained.get("verifier")
     if verifier is None:
         lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}")

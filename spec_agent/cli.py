@@ -84,6 +84,7 @@ def bench(
     untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,
     no_share: Annotated[bool, typer.Option("--no-share", help="Compute every model call of every configuration from scratch, without the prefix cache (to measure what sharing saves).")] = False,
     free_decoding: Annotated[bool, typer.Option("--free-decoding", help="Let local models write any text instead of opening each action with the most likely 'kind:' prefix.")] = False,
+    free_calls: Annotated[bool, typer.Option("--free-calls", help="Let local models write a tool payload freely instead of within the grammar of the example's tool schemas.")] = False,
     no_opening_head: Annotated[bool, typer.Option("--no-opening-head", help="Choose each 'kind:' prefix by its likelihood even when the adapter has an opening head.")] = False,
     verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
@@ -123,6 +124,7 @@ def bench(
             share=not no_share,
             free_decoding=free_decoding,
             opening_heads=not no_opening_head,
+            free_calls=free_calls,
         )
         _commands.run_bench(
             config,

@@ -231,18 +231,30 @@ def _calls_from_tree(node: ast.expr) -> tuple[ToolCall, ...]:
 
 
 def _call_from_node(node: ast.expr) -> ToolCall:
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+    name = _dotted_name(node.func) if isinstance(node, ast.Call) else None
+    if name is None:
         raise ValueError("each tool call must look like name(key=value, ...)")
     if node.args:
-        raise ValueError(f"call of {node.func.id!r} has positional arguments; use keywords")
+        raise ValueError(f"call of {name!r} has positional arguments; use keywords")
     arguments: dict[str, Any] = {}
     for argument in node.keywords:
         if argument.arg is None:
-            arguments.update(_unpacked_arguments(argument.value, node.func.id))
+            arguments.update(_unpacked_arguments(argument.value, name))
             continue
         value = ast.literal_eval(argument.value)
-        arguments[argument.arg] = _json_value(value, f"argument {argument.arg!r} of {node.func.id!r}")
-    return ToolCall(name=node.func.id, arguments=arguments)
+        arguments[argument.arg] = _json_value(value, f"argument {argument.arg!r} of {name!r}")
+    return ToolCall(name=name, arguments=arguments)
+
+
+def _dotted_name(node: ast.expr) -> str | None:
+    """Return `a.b.c` for a chain of plain names, the form of namespaced tools such as
+    `math.factorial`; None for any other expression, such as a call or a subscript."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        owner = _dotted_name(node.value)
+        return None if owner is None else f"{owner}.{node.attr}"
+    return None
 
 
 def _unpacked_arguments(node: ast.expr, name: str) -> dict[str, Any]:

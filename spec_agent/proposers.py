@@ -51,24 +51,34 @@ class LocalProposer:
     the model's likelihood of each in full. A small model then always names one of the nine
     kinds, and that kind is the most likely of the nine rather than whatever its first greedy
     token led to. A model with an opening head (`HFChatModel(opening_head=...)`) lets the head
-    choose the kind instead. The payload can still fail to parse.
+    choose the kind instead. After a tool kind's opening, the payload is decoded within the call
+    grammar of the context's tools (`CallGrammar`), so it parses, names an available tool and fits
+    its schema.
 
     Args:
-        model: An object with `name` and `generate(chat, *, n, sample, seed, openings)`.
+        model: An object with `name` and `generate(chat, *, n, sample, seed, openings, tools)`.
         openings: Allowed openings of each generation; None decodes freely.
+        constrain_calls: Decode tool payloads within the call grammar; False leaves them free.
     """
 
-    def __init__(self, model: Any, *, openings: Sequence[str] | None = KIND_OPENINGS) -> None:
+    def __init__(
+        self, model: Any, *, openings: Sequence[str] | None = KIND_OPENINGS, constrain_calls: bool = True
+    ) -> None:
         self.model = model
         self.name = model.name
         self.openings = tuple(openings) if openings is not None else None
+        self.constrain_calls = constrain_calls
 
     def propose(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, n: int = 1, seed: int = 0
     ) -> tuple[list[Proposal], list[ModelCall]]:
         """Return `n` parsed proposals and the model calls behind them."""
         chat = render_chat(messages, tools)
-        constraint = {} if self.openings is None else {"openings": self.openings}
+        constraint: dict[str, Any] = {}
+        if self.openings is not None:
+            constraint["openings"] = self.openings
+            if self.constrain_calls and tools:
+                constraint["tools"] = tools
         generations, calls = self.model.generate(chat, **constraint)
         if n > 1:
             extra, extra_calls = self.model.generate(chat, n=n - 1, sample=True, seed=seed, **constraint)

@@ -18,6 +18,10 @@ ROUND_TRIP_ACTIONS = [
     ),
     Action(kind="retrieval", tool_calls=(ToolCall(name="get_stock_info", arguments={"symbol": "NVDA"}),)),
     Action(kind="tool_call", tool_calls=(ToolCall(name="book", arguments={"from": "SFO", "max-seats": 2, "to": "JFK"}),)),
+    Action(kind="tool_call", tool_calls=(
+        ToolCall(name="circle.calculate_area", arguments={"radius": 5}),
+        ToolCall(name="math.geometry.hypot", arguments={"x": 3, "y": 4}),
+    )),
     Action(kind="final_answer", content="The file was moved."),
     Action(kind="BLOCKED", content="No tool can book a flight."),
     Action(kind="ask_clarification", content="Which folder should I use?"),

@@ -49,8 +49,9 @@ def test_a_line_may_end_only_where_the_grammar_accepts():
     generated = [1, 2, 3, 4, 5]
     for index in range(len(generated)):
         step(constraint, generated[:index], preferred=[generated[index]])
-    # After `cat(file_name='a'`, neither a newline nor a stop token fits; `)`, `)\n` and `, ` do.
-    assert allowed(step(constraint, generated, preferred=[8, STOP, 6, 7])) == {6, 7, 10}
+    # After `cat(file_name='a'`, neither a newline nor a stop token fits, and `, ` does not either,
+    # because cat has no other parameter. `)` and `)\n` do.
+    assert allowed(step(constraint, generated, preferred=[8, STOP, 6, 7])) == {6, 7}
     assert allowed(step(constraint, [*generated, 6], preferred=[8, STOP, 10])) == {8, STOP, 10}
 
 

@@ -3,8 +3,10 @@
 `SpecAgentChatModel` lets the embedded models (or any local directory or hub id) stand in
 wherever LangChain expects a `BaseChatModel`: in `create_agent`, as a `speculative_node` model, or
 as an ordinary agent's model. With tools bound, the model is prompted with the one-line action
-format of `spec_agent.prompts`, and its reply is parsed into native `tool_calls`; output that does
-not parse becomes an `invalid_tool_calls` entry, never a guessed call.
+format of `spec_agent.prompts` and decodes it as `LocalProposer` does: a `kind:` opening, then a
+payload within the call grammar of the bound tools. The reply is parsed into native `tool_calls`.
+Output that still does not parse (a call cut off by the token budget) becomes an
+`invalid_tool_calls` entry, never a guessed call.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from spec_agent.actions import TOOL_KINDS
-from spec_agent.prompts import parse_action, render_chat
+from spec_agent.prompts import KIND_OPENINGS, parse_action, render_chat
 
 
 class SpecAgentChatModel(BaseChatModel):
@@ -46,6 +48,9 @@ class SpecAgentChatModel(BaseChatModel):
     """Cost role recorded on the backend's calls."""
     backend: Any = Field(default=None, exclude=True)
     """A loaded `HFChatModel` to reuse; built from `model_name` on first use when None."""
+    constrained: bool = True
+    """With tools bound, decode a `kind:` opening and then calls within the bound tools' grammar;
+    False lets the model write any text."""
 
     @property
     def _llm_type(self) -> str:
@@ -80,7 +85,8 @@ class SpecAgentChatModel(BaseChatModel):
         chat = _plain_chat(to_openai_messages(messages)) if not tools else render_chat(
             to_openai_messages(messages), tools
         )
-        generations, calls = self._backend().generate(chat)
+        constraint = {"openings": KIND_OPENINGS, "tools": tools} if tools and self.constrained else {}
+        generations, calls = self._backend().generate(chat, **constraint)
         generation, call = generations[0], calls[0]
         message = _reply(generation.text, parse=bool(tools))
         message.response_metadata.update({"confidence": generation.confidence, "model_name": self.model_name})

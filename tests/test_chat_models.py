@@ -9,6 +9,7 @@ from langchain_core.tools import tool
 from spec_agent.chat_models import SpecAgentChatModel
 from spec_agent.cost import ModelCall
 from spec_agent.hf import Generation, GenerationConfig, HFChatModel
+from spec_agent.prompts import KIND_OPENINGS
 from spec_agent.proposers import ChatModelProposer, as_proposer
 from tests.tiny_models import build_causal_lm
 
@@ -16,6 +17,12 @@ from tests.tiny_models import build_causal_lm
 @tool
 def touch(file_name: str) -> str:
     """Create an empty file."""
+    return ""
+
+
+@tool
+def lock(unlock: bool) -> str:
+    """Lock or unlock the doors."""
     return ""
 
 
@@ -27,9 +34,11 @@ class ScriptedBackend:
     def __init__(self, *texts: str) -> None:
         self.texts = list(texts)
         self.chats: list[list[dict[str, str]]] = []
+        self.options: list[dict] = []
 
     def generate(self, chat, **options):
         self.chats.append(chat)
+        self.options.append(options)
         text = self.texts.pop(0)
         call = ModelCall(role="cheap", model=self.name, prompt_tokens=12, completion_tokens=5)
         return [Generation(text=text, confidence=0.75, completion_tokens=5)], [call]
@@ -49,6 +58,17 @@ def test_prompt_lists_bound_tools():
     backend = ScriptedBackend("final_answer: done")
     SpecAgentChatModel(backend=backend).bind_tools([touch]).invoke("Create a.txt")
     assert "- touch(file_name: string)" in backend.chats[0][0]["content"]
+
+
+def test_bound_tools_constrain_decoding():
+    backend = ScriptedBackend("final_answer: done", "final_answer: done", "Hello")
+    SpecAgentChatModel(backend=backend).bind_tools([touch]).invoke("Create a.txt")
+    SpecAgentChatModel(backend=backend, constrained=False).bind_tools([touch]).invoke("Create a.txt")
+    SpecAgentChatModel(backend=backend).invoke("hi")
+    assert backend.options[0]["openings"] == KIND_OPENINGS
+    assert [tool["name"] for tool in backend.options[0]["tools"]] == ["touch"]
+    assert backend.options[1] == {}
+    assert backend.options[2] == {}
 
 
 def test_text_action_keeps_kind():
@@ -98,6 +118,21 @@ def test_tiny_transformers_model_runs(tmp_path):
     assert reply.usage_metadata["output_tokens"] >= 1
     assert 0.0 < reply.response_metadata["confidence"] <= 1.0
     assert len(reply.tool_calls) + len(reply.invalid_tool_calls) + int(bool(reply.content)) >= 1
+
+
+def test_tiny_model_calls_bound_tool(tmp_path):
+    """A random model's calls parse only because decoding stays within the bound tool's grammar.
+
+    The argument is a boolean, so no string can run past the token budget.
+    """
+    directory = build_causal_lm(tmp_path)
+    backend = HFChatModel(str(directory), role="cheap", generation=GenerationConfig(max_new_tokens=32))
+    model = SpecAgentChatModel(model_name=str(directory), backend=backend)
+    reply = model.bind_tools([lock]).invoke([HumanMessage("Lock the doors.")])
+    assert reply.invalid_tool_calls == []
+    for call in reply.tool_calls:
+        assert call["name"] == "lock"
+        assert isinstance(call["args"]["unlock"], bool)
 
 
 def test_string_model_builds_local_backend():

@@ -232,7 +232,9 @@ def _hard_negatives(recipe: Recipe, examples: Sequence[Example], output: Path, p
         model_name = f"{model_name}-trained-{_digest(weights)}"
     else:
         cheap = HFChatModel(model_name, role="cheap")
-    cache = output / "proposals" / f"{_slug(model_name)}.jsonl"
+    # The bench decodes tool payloads within the call grammar, so the negatives come from that
+    # decoding too. Its own cache keeps proposals of free decoding from passing for them.
+    cache = output / "proposals" / f"{_slug(model_name)}-call-grammar.jsonl"
     proposer = LocalProposer(cheap)
     proposals = generate_proposals(sample, proposer, cache, progress=progress)
     # Proposals cached by earlier runs for other train examples are as good as new ones.

@@ -49,8 +49,8 @@ class SpecAgentChatModel(BaseChatModel):
     backend: Any = Field(default=None, exclude=True)
     """A loaded `HFChatModel` to reuse; built from `model_name` on first use when None."""
     constrained: bool = True
-    """With tools bound, decode a `kind:` opening and then calls within the bound tools' grammar;
-    False lets the model write any text."""
+    """Whether a reply with tools bound decodes a `kind:` opening, then calls within the bound
+    tools' grammar. False lets the model write any text."""
 
     @property
     def _llm_type(self) -> str:

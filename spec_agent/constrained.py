@@ -3,9 +3,9 @@
 At each step, a `GrammarConstraint` masks every token whose text would leave the grammar's
 language. It checks candidates in the order of the model's own scores and stops early. Greedy
 decoding needs only the best token that fits, and sampling keeps the fitting tokens among the
-`width` best. The rest of the vocabulary is scanned only when none of those fits. The grammar
-reads about 10 microseconds per character on this project's CPU (all gold payloads of the BFCL
-splits), against tens of milliseconds for the forward pass of each step.
+`width` best. The rest of the vocabulary is scanned only when none of those fits. On this
+project's 2-core CPU the grammar reads about 13 microseconds per character (every gold payload of
+the BFCL splits), and the checks take 0.7% of SmolLM2's decoding time (the benchmark suite).
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def check_proposal(proposal: Proposal, text: str) -> None:
     assert proposal.error is None
     assert proposal.action.kind in ACTION_KINDS
     for call in proposal.action.tool_calls:
-        assert call.name.isidentifier()
+        # A plain or dotted name (`math.factorial`), never an expression.
+        assert all(part.isidentifier() for part in call.name.split("."))
         assert all(isinstance(key, str) for key in call.arguments)
     # Strict JSON: no NaN, infinities, sets, bytes or non-string keys reach the store or a tool.
     json.dumps(proposal.to_dict(), allow_nan=False, sort_keys=True)
@@ -103,8 +104,8 @@ def test_literal_argument_is_data(expression):
 @pytest.mark.parametrize(
     "text",
     [
-        "tool_call: os.system(command='ls')",
         "tool_call: __import__(name='os').system(command='ls')",
+        "tool_call: tools[0].run(command='ls')",
         "tool_call: (lambda: rm(file_name='a'))()",
         "tool_call: rm(file_name='a')[0]",
         "tool_call: getattr(rm, '__call__')(file_name='a')",
@@ -116,6 +117,16 @@ def test_call_lookalikes_are_invalid(text):
     proposal = parse_counted(text)
     assert proposal.action is None
     assert "name(key=value" in proposal.error or "call syntax" in proposal.error
+
+
+def test_dotted_tool_name_is_data_not_code():
+    # Namespaced tools (`math.factorial`) parse to their dotted name; nothing is looked up, and the
+    # schema check rejects a name that no offered tool has.
+    proposal = parse_counted("tool_call: os.system(command='ls')")
+    assert proposal.action.tool_call.name == "os.system"
+    assert proposal.action.tool_call.arguments == {"command": "ls"}
+    tools = [{"name": "math.factorial", "parameters": {"properties": {"n": {"type": "integer"}}}}]
+    assert verifiers.SchemaVerifier().problems(tools, proposal) == ["unknown tool 'os.system'"]
 
 
 def test_dunder_tool_name_is_data_not_code():

@@ -4,7 +4,8 @@
 must keep the text a prefix of a list of calls that fit the available tools:
 - each call names one of the tools;
 - each argument is a parameter of that tool's schema, given once, with a value of the declared type;
-- `)` comes only after every required argument.
+- `)` comes only after every required argument;
+- a call that repeats an earlier one character for character ends the line.
 The payload then always parses and fits the schemas. Whether the values are right is still up to
 the model.
 
@@ -127,12 +128,12 @@ class CallGrammar:
 
     def start(self) -> State:
         """Return the state before the payload's first character."""
-        return (("calls", "start"),)
+        return (("calls", "start", frozenset(), "", False),)
 
     def feed(self, state: State, text: str) -> State | None:
         """Return the state after `text`, or None when `text` leaves the language."""
         for character in text:
-            next_state = self._step(state, character)
+            next_state = self._call_step(state, character)
             if next_state is None:
                 return None
             state = next_state
@@ -140,7 +141,29 @@ class CallGrammar:
 
     def accepts(self, state: State) -> bool:
         """Tell whether the payload may end in this state."""
-        return state == (("calls", "after"),)
+        return len(state) == 1 and state[0][1] == "after"
+
+    def _call_step(self, state: State, char: str) -> State | None:
+        """Step, and keep in the bottom frame the text of the open call and of the closed ones.
+
+        A small model that has written a call can fall into writing it again and again until the
+        token budget ends. A repeat ends the line instead. Rejecting the repeat itself could leave
+        no way out: in `ls(a=True), ls(a=True`, only `)` can follow.
+        """
+        _, _, closed, text, repeated = state[0]
+        next_state = self._step(state, char)
+        if next_state is None:
+            return None
+        phase = next_state[0][1]
+        if len(state) == 1 and len(next_state) == 1:
+            # Between calls: the separator and the space after the colon belong to no call.
+            if phase == "comma" and repeated:
+                return None
+            return (("calls", phase, closed, text, repeated),)
+        text += char
+        if len(next_state) > 1:
+            return (("calls", phase, closed, text, repeated), *next_state[1:])
+        return (("calls", phase, closed | {text}, "", text in closed),)
 
     def _step(self, stack: State, char: str) -> State | None:
         frame = stack[-1]

@@ -41,6 +41,7 @@ def accepted(text: str, tools=TOOLS) -> bool:
         " ls()",
         "ls(a=True)",
         " cat(file_name='a b.txt'), cat(file_name=\"it's\")",
+        " ls(), ls(a=True), ls(a=False)",
         " math.hypot(x=-3.5, y=4e2, scale=-2)",
         " math.hypot(x=0, y=1., scale=None)",
         " post(tags=['a', \"b\"], meta={'k': [1, {'n': None}]}, anything=(1, 'x'))",
@@ -84,6 +85,8 @@ def test_accepts_payloads_that_fit_the_schemas(text):
         (" post(tags=['a',])", "trailing comma"),
         (" post(meta={'k':1})", "no space after the dict colon"),
         (" ls() ", "trailing space"),
+        (" ls(), ls(), ls()", "a call after a repeated call"),
+        (" cat(file_name='a'), ls(), cat(file_name='a'), ls(a=True)", "a call after a later repeat"),
     ],
 )
 def test_rejects_payloads_that_would_not_parse_or_fit(text, why):
@@ -99,6 +102,14 @@ def test_every_prefix_of_an_accepted_payload_is_alive():
         state = grammar.feed(state, character)
         assert state is not None, text[: index + 1]
         assert grammar.accepts(state) == (text[: index + 1] in {text[:33], text})
+
+
+def test_repeated_call_ends_the_line():
+    grammar = CallGrammar(TOOLS)
+    repeated = grammar.feed(grammar.start(), " ls(a=True), ls(a=True)")
+    assert grammar.accepts(repeated)
+    assert grammar.feed(repeated, ",") is None
+    assert grammar.feed(grammar.start(), " ls(a=True), ls(a=False),") is not None
 
 
 def test_comma_after_the_last_parameter_is_rejected():

@@ -249,3 +249,19 @@ def test_cli_bench_uses_adapter_opening_head(tiny_dirs, tmp_path):
     plain, _ = runs[True]
     assert plain.config["settings"]["opening_heads"] is False
     assert "opening_head" not in plain.config["trained"]["cheap"]
+
+
+def test_cli_bench_free_calls_flag(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
+    proposals = {}
+    for flag in ([], ["--free-calls"]):
+        out = tmp_path / ("free" if flag else "grammar")
+        store = run_untrained_bench(tiny_dirs, dataset, out, "B", *flag)
+        run = store.latest_run()
+        assert run.config["settings"]["free_calls"] is bool(flag)
+        proposals[bool(flag)] = [proposal for row in store.decisions(run.run_id) for proposal in row.proposals]
+        report = next(out.glob("*/REPORT.md")).read_text()
+        assert ("tool payloads free" in report) is bool(flag)
+    # The tiny models are random, so only the grammar makes their calls parse.
+    assert all(item["error"] is None for item in proposals[False])
+    assert all(item["error"] is not None for item in proposals[True])

@@ -2,9 +2,9 @@
 
 SmolLM2 decodes a `tool_call:` payload within the grammar for eval examples, on a warm prefix
 cache. The suite times the `GrammarConstraint` calls inside the same decoding, so both numbers come
-from one run. Comparing seconds per token against free decoding misleads: a free payload from the
-base model ends after a few tokens, and a constrained one runs to its closing parenthesis, so the
-two paths would not decode the same kind of tokens.
+from one run. Seconds per token against free decoding would mislead. A free payload from the base
+model ends after a few tokens, while a constrained one runs to its closing parenthesis, so the two
+paths would not decode the same tokens.
 """
 
 from __future__ import annotations

@@ -62,11 +62,11 @@ class ValueSpec:
     classes: frozenset[str] = _ANY_CLASS
     """Allowed Python literal classes: `str`, `int`, `float`, `bool`, `list`, `dict`, `none`."""
     items: ValueSpec | None = None
-    """Spec of each item of a list; None allows any value."""
+    """Spec of each item of a list. None allows any value."""
 
     @classmethod
     def from_schema(cls, schema: Any) -> ValueSpec:
-        """Read a JSON-schema property (`type`, `items`); what it does not say is free."""
+        """Read a JSON-schema property (`type`, `items`). Whatever it leaves out allows any value."""
         if not isinstance(schema, Mapping):
             return cls()
         declared = schema.get("type")
@@ -77,7 +77,7 @@ class ValueSpec:
                 classes = _ANY_CLASS
                 break
             classes |= _TYPE_CLASSES[name]
-        # `"type": []` names no type at all; read it as any, so that no value is a dead end.
+        # `"type": []` names no type at all. Reading it as any keeps the value from being a dead end.
         classes = classes or _ANY_CLASS
         items = cls.from_schema(schema["items"]) if isinstance(schema.get("items"), Mapping) else None
         return cls(classes=classes, items=items)
@@ -92,7 +92,7 @@ class _Tool:
     parameters: dict[str, ValueSpec]
     required: frozenset[str]
     keyword_names: frozenset[str]
-    """Parameters that cannot be Python keyword arguments; they go into one `**{...}`."""
+    """Parameters that cannot be Python keyword arguments, so they go into one `**{...}`."""
 
 
 class CallGrammar:
@@ -293,7 +293,7 @@ class CallGrammar:
 def _separator(phase: str, char: str, done: State, in_phase: Any) -> State | None:
     """Read `, `, the only separator between items that `repr` writes.
 
-    The comma comes in phase `after` and leads to `in_phase("comma")`; the space then gives `done`.
+    The comma comes in phase `after` and leads to `in_phase("comma")`. The space then gives `done`.
     """
     if phase == "after":
         return in_phase("comma") if char == "," else None

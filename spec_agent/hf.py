@@ -29,7 +29,7 @@ class GenerationConfig:
     """Decoding settings for action generation."""
 
     max_new_tokens: int = 96
-    """Upper bound on generated tokens per action; an action is one line. 96 tokens hold 98.3% of
+    """Upper bound on generated tokens per action, which is one line. 96 tokens hold 98.3% of
     the BFCL eval split's gold call payloads in SmolLM2's tokenizer and 98.9% in Qwen2.5's, where
     64 held 94.4% and 96.1%."""
     temperature: float = 0.8
@@ -303,10 +303,10 @@ class HFChatModel:
         generations: dict[int, list[Generation]] = {}
         for index in sorted(set(chosen)):
             opening_ids, opening_logprobs = scored[index]
-            calls = openings[index].strip().removesuffix(":") in TOOL_KINDS
+            tool_kind = openings[index].strip().removesuffix(":") in TOOL_KINDS
             generations[index] = self._decode(ids, n=chosen.count(index), sample=sample,
                                               opening=(opening_ids, opening_logprobs),
-                                              grammar=grammar if calls else None)
+                                              grammar=grammar if tool_kind else None)
         # Keep the sampled order, so the i-th generation is the i-th draw.
         return [generations[index].pop(0) for index in chosen]
 
@@ -456,7 +456,7 @@ class HFChatModel:
         return _NewlineStop()
 
     def _token_texts(self) -> list[str]:
-        """Return the text of every token id, computed once; special tokens have none.
+        """Return the text of every token id, computed once. Special tokens get no text.
 
         Each token is decoded alone, which is exact for byte-level BPE vocabularies such as
         SmolLM2's and Qwen's.

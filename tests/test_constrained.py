@@ -44,7 +44,7 @@ def test_greedy_keeps_the_best_fitting_token():
     assert allowed(step(constraint, [], preferred=[9, 1, 2])) == {1}
 
 
-def test_a_line_may_end_only_where_the_grammar_accepts():
+def test_line_ends_only_when_accepted():
     constraint = make(greedy=False, width=len(VOCABULARY))
     generated = [1, 2, 3, 4, 5]
     for index in range(len(generated)):
@@ -55,7 +55,7 @@ def test_a_line_may_end_only_where_the_grammar_accepts():
     assert allowed(step(constraint, [*generated, 6], preferred=[8, STOP, 10])) == {8, STOP, 10}
 
 
-def test_no_fitting_token_among_the_best_scans_the_rest():
+def test_unfit_best_tokens_scan_the_rest():
     constraint = make(width=2)
     assert allowed(step(constraint, [], preferred=[9, 8, 2, 1])) == {1}
     assert constraint.full_scans == 1
@@ -67,7 +67,7 @@ def tiny_model(tmp_path_factory):
     return HFChatModel(str(directory), role="cheap", generation=GenerationConfig(max_new_tokens=24))
 
 
-def test_random_model_writes_only_calls_of_the_given_tools(tiny_model):
+def test_random_model_calls_given_tools(tiny_model):
     """A random model's free payloads never parse; within the grammar every finished one does."""
     tools = [{"name": "ls", "parameters": {"properties": {"a": {"type": "boolean"}}, "required": ["a"]}}]
     openings = ("file_read:",)
@@ -83,7 +83,7 @@ def test_random_model_writes_only_calls_of_the_given_tools(tiny_model):
         assert 0.0 <= item.confidence <= 1.0
 
 
-def test_proposer_constrains_only_when_tools_exist(tiny_model):
+def test_proposer_constrain_calls_flag(tiny_model):
     messages = [{"role": "user", "content": "list files"}]
     tools = [{"name": "ls", "parameters": {"properties": {}, "required": []}}]
     proposals, _ = LocalProposer(tiny_model, openings=("file_read:",)).propose(messages, tools)

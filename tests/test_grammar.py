@@ -51,7 +51,7 @@ def accepted(text: str, tools=TOOLS) -> bool:
         " cat(file_name='a\\'b\\\\')",
     ],
 )
-def test_accepts_payloads_that_fit_the_schemas(text):
+def test_accepts_fitting_payloads(text):
     assert accepted(text)
     assert parse_action("tool_call:" + text).valid
 
@@ -89,11 +89,11 @@ def test_accepts_payloads_that_fit_the_schemas(text):
         (" cat(file_name='a'), ls(), cat(file_name='a'), ls(a=True)", "a call after a later repeat"),
     ],
 )
-def test_rejects_payloads_that_would_not_parse_or_fit(text, why):
+def test_rejects_unfit_payloads(text, why):
     assert not accepted(text), why
 
 
-def test_every_prefix_of_an_accepted_payload_is_alive():
+def test_accepted_payload_prefixes_live():
     grammar = CallGrammar(TOOLS)
     text = " math.hypot(x=-3.5, y=4, scale=7), post(tags=['x'])"
     assert text[:33].endswith(")")
@@ -112,7 +112,7 @@ def test_repeated_call_ends_the_line():
     assert grammar.feed(grammar.start(), " ls(a=True), ls(a=False),") is not None
 
 
-def test_comma_after_the_last_parameter_is_rejected():
+def test_comma_after_last_parameter_rejected():
     grammar = CallGrammar(TOOLS)
     assert grammar.feed(grammar.start(), " cat(file_name='a'") is not None
     assert grammar.feed(grammar.start(), " cat(file_name='a',") is None
@@ -151,7 +151,7 @@ json_values = st.recursive(
 
 @settings(max_examples=200, deadline=None)
 @given(values=st.lists(json_values, min_size=1, max_size=3))
-def test_rendered_calls_with_free_values_are_accepted(values):
+def test_rendered_free_values_accepted(values):
     names = [f"p{index}" for index in range(len(values))]
     tools = [{"name": "tool.do", "parameters": {"properties": {name: {} for name in names}, "required": names}}]
     action = Action(kind="tool_call", tool_calls=(ToolCall(name="tool.do", arguments=dict(zip(names, values))),))
@@ -160,7 +160,7 @@ def test_rendered_calls_with_free_values_are_accepted(values):
 
 
 @pytest.mark.slow
-def test_gold_payloads_of_the_real_splits_are_accepted():
+def test_real_gold_payloads_accepted():
     from spec_agent._commands import default_dataset_dir
     from spec_agent.eval.dataset import load_split
 

@@ -220,7 +220,8 @@ class CallGrammar:
         _, name, used, key = frame
         tool = self.tools[name]
         if char == "=":
-            if key not in tool.parameters or key in used or key in tool.keyword_names:
+            # The key prefixes leave out keyword names, so `key` is never one of them.
+            if key not in tool.parameters or key in used:
                 return None
             return (*rest, ("args", name, used | {key}, "after"), ("value", tool.parameters[key]))
         extended = key + char

@@ -32,6 +32,7 @@ _EXPORTS = {
     "GrammarConstraint": "spec_agent.constrained",
     "HFChatModel": "spec_agent.hf",
     "JudgeVerifier": "spec_agent.verifiers",
+    "KindVerifier": "spec_agent.verifiers",
     "LangChainProposer": "spec_agent.proposers",
     "LocalProposer": "spec_agent.proposers",
     "ModelCall": "spec_agent.cost",

@@ -31,7 +31,8 @@ class SpecAgentChatModel(BaseChatModel):
 
     Generation is greedy and stops at the first newline (one action per reply). Each reply
     carries `usage_metadata` (token counts), `response_metadata["confidence"]` (geometric mean
-    token probability) and, with tools bound, `response_metadata["action_kind"]`.
+    token probability) and, with tools bound, `response_metadata["action_kind"]` and
+    `response_metadata["kind_probability"]` (the model's probability of that kind).
 
     Example:
         ```python
@@ -89,7 +90,8 @@ class SpecAgentChatModel(BaseChatModel):
         generations, calls = self._backend().generate(chat, **constraint)
         generation, call = generations[0], calls[0]
         message = _reply(generation.text, parse=bool(tools))
-        message.response_metadata.update({"confidence": generation.confidence, "model_name": self.model_name})
+        message.response_metadata.update({"confidence": generation.confidence, "model_name": self.model_name,
+                                          "kind_probability": generation.kind_probability})
         message.usage_metadata = {
             "input_tokens": call.prompt_tokens or 0,
             "output_tokens": call.completion_tokens or 0,

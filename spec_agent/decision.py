@@ -40,6 +40,8 @@ class Proposal:
     """Why parsing failed, when it did."""
     confidence: float | None = None
     """Geometric mean probability of the generated tokens, in [0, 1], when known."""
+    kind_probability: float | None = None
+    """Probability the proposer gave the kind it chose, among the kinds it chose from, when known."""
 
     @property
     def valid(self) -> bool:
@@ -53,6 +55,7 @@ class Proposal:
             "action": self.action.to_dict() if self.action else None,
             "error": self.error,
             "confidence": self.confidence,
+            "kind_probability": self.kind_probability,
         }
 
     @classmethod
@@ -64,6 +67,7 @@ class Proposal:
             action=action,
             error=data.get("error"),
             confidence=data.get("confidence"),
+            kind_probability=data.get("kind_probability"),
         )
 
 

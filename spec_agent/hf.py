@@ -6,6 +6,7 @@ torch and transformers load on first use so that `import spec_agent` stays light
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -56,6 +57,9 @@ class Generation:
     """Geometric mean probability of the generated tokens, in [0, 1]."""
     completion_tokens: int
     """Number of generated tokens."""
+    kind_probability: float | None = None
+    """Probability of the generation's opening among the allowed openings: the opening head's
+    softmax, or the openings' likelihoods normalised over them. None when the text was free."""
 
 
 class HFChatModel:
@@ -294,7 +298,8 @@ class HFChatModel:
         totals = torch.stack([logprobs.sum() for _, logprobs in scored]).float()
         head = self.opening_head
         if head is not None and head.openings == tuple(openings):
-            totals = torch.log_softmax(head.logits(hidden[None], totals[None])[0], dim=0)
+            totals = head.logits(hidden[None], totals[None])[0]
+        totals = torch.log_softmax(totals, dim=0)
         if sample:
             weights = torch.softmax(totals / self.generation.temperature, dim=0)
             chosen = torch.multinomial(weights, n, replacement=True).tolist()
@@ -308,7 +313,8 @@ class HFChatModel:
                                               opening=(opening_ids, opening_logprobs),
                                               grammar=grammar if tool_kind else None)
         # Keep the sampled order, so the i-th generation is the i-th draw.
-        return [generations[index].pop(0) for index in chosen]
+        return [dataclasses.replace(generations[index].pop(0), kind_probability=float(totals[index].exp()))
+                for index in chosen]
 
     def _scored_openings(self, ids: Any, openings: list[str]) -> tuple[list[tuple[Any, Any]], Any]:
         """Return `_score_openings` for a prompt, reusing the result of the same prompt just before.

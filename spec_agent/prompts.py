@@ -184,19 +184,22 @@ def _truncate(text: str) -> str:
     return f"{text[:MAX_TOOL_OUTPUT_CHARS]}... [{cut} characters cut]"
 
 
-def parse_action(text: str, *, confidence: float | None = None) -> Proposal:
+def parse_action(text: str, *, confidence: float | None = None, kind_probability: float | None = None) -> Proposal:
     """Parse generated text into a proposal; text that does not parse gives an invalid proposal.
 
     Args:
         text: Raw model output; only the first action line (or call expression) is read.
         confidence: The generating model's confidence, stored on the proposal.
+        kind_probability: The generating model's probability of the kind it opened with, stored on
+            the proposal.
     """
     try:
         action = _parse(text)
     # TypeError: `ast.literal_eval` builds sets and dicts, so `{[1]: 2}` fails while hashing.
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as error:
-        return Proposal(text=text, action=None, error=str(error)[:300], confidence=confidence)
-    return Proposal(text=text, action=action, confidence=confidence)
+        return Proposal(text=text, action=None, error=str(error)[:300], confidence=confidence,
+                        kind_probability=kind_probability)
+    return Proposal(text=text, action=action, confidence=confidence, kind_probability=kind_probability)
 
 
 def _parse(text: str) -> Action:

@@ -11,6 +11,7 @@ Draft calls (every role but `strong`) run with LangGraph's `nostream` tag, so th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
@@ -83,7 +84,9 @@ class LocalProposer:
         if n > 1:
             extra, extra_calls = self.model.generate(chat, n=n - 1, sample=True, seed=seed, **constraint)
             generations, calls = generations + extra, calls + extra_calls
-        proposals = [parse_action(item.text, confidence=item.confidence) for item in generations]
+        proposals = [parse_action(item.text, confidence=item.confidence,
+                                  kind_probability=item.kind_probability)
+                     for item in generations]
         return proposals, calls
 
 
@@ -175,7 +178,19 @@ class ChatModelProposer:
 
 
 def proposal_from_message(reply: Any) -> Proposal:
-    """Map a chat model's `AIMessage` to a proposal by the kind rule of `ChatModelProposer`."""
+    """Map a chat model's `AIMessage` to a proposal by the kind rule of `ChatModelProposer`.
+
+    `response_metadata["kind_probability"]`, which `SpecAgentChatModel` reports, goes onto the
+    proposal.
+    """
+    proposal = _message_proposal(reply)
+    probability = (getattr(reply, "response_metadata", None) or {}).get("kind_probability")
+    if isinstance(probability, (int, float)) and not isinstance(probability, bool):
+        return dataclasses.replace(proposal, kind_probability=float(probability))
+    return proposal
+
+
+def _message_proposal(reply: Any) -> Proposal:
     confidence = _confidence(reply)
     invalid = getattr(reply, "invalid_tool_calls", None) or []
     if invalid:

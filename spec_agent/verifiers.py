@@ -2,8 +2,8 @@
 
 Anything with `score(messages, tools, proposal) -> (score | None, calls)` is a verifier, a
 trained classifier included. `SchemaVerifier` checks tool calls against their JSON schemas for
-free, `ConfidenceVerifier` reads the proposer's own confidence, `JudgeVerifier` and
-`ChatModelJudge` ask a model, and `VerifierChain` runs several in order. A verifier that raises
+free, `ConfidenceVerifier` reads the proposer's own confidence and `KindVerifier` its probability
+of the chosen kind, `JudgeVerifier` and `ChatModelJudge` ask a model, and `VerifierChain` runs several in order. A verifier that raises
 or times out fails closed: the speculation graph counts it as REJECT.
 """
 
@@ -60,6 +60,24 @@ class ConfidenceVerifier:
     ) -> tuple[float | None, list[ModelCall]]:
         """Return the proposal's confidence; None when the proposer reported none."""
         return proposal.confidence, []
+
+
+class KindVerifier:
+    """The proposer's probability of the action kind it chose, among the kinds it chose from.
+
+    A local proposer with kind openings reports it (`Proposal.kind_probability`): its opening
+    head's softmax, or the openings' likelihoods normalised over them. It speaks to the kind only,
+    which is where a small proposer errs most, and it costs nothing. Proposals without it get None,
+    which a chain counts as a failure, so pair it only with proposers that report it.
+    """
+
+    name = "kind"
+
+    def score(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
+    ) -> tuple[float | None, list[ModelCall]]:
+        """Return the proposal's kind probability; None when the proposer reported none."""
+        return proposal.kind_probability, []
 
 
 class JudgeVerifier:
@@ -280,7 +298,7 @@ def _label_probability(reply: Any) -> float | None:
 
 # --- Composition ----------------------------------------------------------------------------------
 
-Combine = Literal["min", "last"]
+Combine = Literal["min", "last", "product"]
 _TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="spec-agent-verifier")
 
 
@@ -293,7 +311,10 @@ class VerifierChain:
 
     Args:
         verifiers: Members in the order they run.
-        combine: Score of a chain that every member passed: `min` of the scores or the `last`.
+        combine: Score of a chain that every member passed: `min` of the scores, the `last`, or
+            their `product`. The product suits members that each estimate the chance of one way
+            to be right (the kind, then the arguments), and it is the chain's score after a
+            rejection too.
         reject_below: Score under which a member's verdict is REJECT, in [0, 1].
         timeout_s: Time limit of each member's call in seconds; None means no limit.
     """
@@ -308,8 +329,8 @@ class VerifierChain:
     ) -> None:
         if not verifiers:
             raise ConfigError("verifiers is empty; pass at least one verifier to VerifierChain.")
-        if combine not in ("min", "last"):
-            raise ConfigError(f"Invalid combine {combine!r}; use 'min' or 'last'.")
+        if combine not in ("min", "last", "product"):
+            raise ConfigError(f"Invalid combine {combine!r}; use 'min', 'last' or 'product'.")
         if not 0.0 <= reject_below <= 1.0:
             raise ConfigError(f"Invalid reject_below {reject_below!r}; expected a value in [0, 1].")
         if timeout_s is not None and timeout_s <= 0:
@@ -357,6 +378,8 @@ class VerifierChain:
         return score < self.reject_below
 
     def _combined(self, scores: list[float]) -> float:
+        if self.combine == "product":
+            return math.prod(scores)
         if scores[-1] < self.reject_below or self.combine == "last":
             return scores[-1]
         return min(scores)

@@ -41,7 +41,8 @@ class ScriptedBackend:
         self.options.append(options)
         text = self.texts.pop(0)
         call = ModelCall(role="cheap", model=self.name, prompt_tokens=12, completion_tokens=5)
-        return [Generation(text=text, confidence=0.75, completion_tokens=5)], [call]
+        kind_probability = 0.6 if options.get("openings") else None
+        return [Generation(text=text, confidence=0.75, completion_tokens=5, kind_probability=kind_probability)], [call]
 
 
 def test_tool_line_becomes_native_call():
@@ -107,6 +108,7 @@ def test_chat_model_proposer_maps_calls():
     assert proposals[0].action.kind == "file_write"
     assert proposals[0].action.tool_call.arguments == {"file_name": "b.txt"}
     assert proposals[0].confidence == 0.75
+    assert proposals[0].kind_probability == 0.6
     assert calls[0].prompt_tokens == 12
 
 

@@ -88,6 +88,20 @@ def test_head_chooses_the_opening(tiny_dir):
     assert all(item.text.startswith(other) for item in sampled)
 
 
+def test_generations_report_the_chosen_openings_probability(tiny_dir):
+    plain = _model(tiny_dir)
+    likelihood = torch.softmax(plain.opening_features(CHAT, OPENINGS)[1], dim=0)
+    [greedy], _ = plain.generate(CHAT, openings=OPENINGS)
+    chosen = next(index for index, opening in enumerate(OPENINGS) if greedy.text.startswith(opening))
+    assert greedy.kind_probability == pytest.approx(float(likelihood.max()), abs=1e-5)
+    assert greedy.kind_probability == pytest.approx(float(likelihood[chosen]), abs=1e-5)
+    headed = _model(tiny_dir, _forcing_head(OPENINGS, "BLOCKED:", hidden_size=32))
+    [forced], _ = headed.generate(CHAT, openings=OPENINGS)
+    assert forced.kind_probability == pytest.approx(1.0, abs=1e-6)
+    [free], _ = plain.generate(CHAT)
+    assert free.kind_probability is None
+
+
 def test_head_for_other_openings_leaves_likelihood(tiny_dir):
     head = _forcing_head(("retrieval:", "repair:"), "repair:", hidden_size=32)
     expected = _model(tiny_dir).generate(CHAT, openings=OPENINGS)[0]

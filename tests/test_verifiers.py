@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -11,7 +12,14 @@ from langchain_core.messages import AIMessage
 from spec_agent.actions import Action, ToolCall
 from spec_agent.decision import Proposal
 from spec_agent.errors import ConfigError, SpecAgentRuntimeError
-from spec_agent.verifiers import ChatModelJudge, ConfidenceVerifier, SchemaVerifier, VerifierChain, ascore
+from spec_agent.verifiers import (
+    ChatModelJudge,
+    ConfidenceVerifier,
+    KindVerifier,
+    SchemaVerifier,
+    VerifierChain,
+    ascore,
+)
 from tests.chat_fakes import ScriptedVerifier, scripted
 
 TOOLS = [
@@ -107,11 +115,27 @@ def test_chain_stops_at_first_reject():
     assert later.seen == []
 
 
-@pytest.mark.parametrize(("combine", "expected"), [("min", 0.6), ("last", 0.9)])
+@pytest.mark.parametrize(("combine", "expected"), [("min", 0.6), ("last", 0.9), ("product", 0.54)])
 def test_chain_combines_scores(combine, expected):
     chain = VerifierChain(verifiers=[ScriptedVerifier(0.6), ScriptedVerifier(0.9)], combine=combine)
     score, _ = chain.score([], TOOLS, call(source="a"))
-    assert score == expected
+    assert score == pytest.approx(expected)
+
+
+def test_product_chain_scores_a_rejection_with_the_product_so_far():
+    later = ScriptedVerifier(0.9)
+    chain = VerifierChain(verifiers=[ScriptedVerifier(0.8), ScriptedVerifier(0.3), later], combine="product")
+    score, _ = chain.score([], TOOLS, call(source="a"))
+    assert score == pytest.approx(0.24)
+    assert later.seen == []
+
+
+def test_kind_verifier_reads_the_kind_probability():
+    proposal = dataclasses.replace(call(source="a"), kind_probability=0.35)
+    assert KindVerifier().score([], TOOLS, proposal) == (0.35, [])
+    chain = VerifierChain(verifiers=[KindVerifier()])
+    with pytest.raises(SpecAgentRuntimeError, match="kind returned no score"):
+        chain.score([], TOOLS, call(source="a"))
 
 
 def test_chain_trained_classifier_plugs_in():

@@ -47,7 +47,10 @@ class BenchConfig:
     thresholds_by_kind: dict[str, float] = field(default_factory=dict)
     """Verifier thresholds per proposed action kind for D and E, e.g. from `spec-agent calibrate`."""
     verifier: str = "confidence"
-    """Verifier of D and E: `confidence` or the folder of a trained verifier."""
+    """Verifier of D and E: `confidence`, `kind` or the folder of a trained verifier."""
+    kind_prior: bool = False
+    """Multiply the verifier's score by the proposal's kind probability (`KindVerifier`), so that
+    a proposal whose kind the cheap model doubts needs a surer verifier to be accepted."""
     cheap_model: str = "smollm2-135m-instruct"
     """Cheap proposer: embedded asset name, local directory or hub id."""
     strong_model: str = "qwen2.5-coder-0.5b-instruct"

@@ -233,14 +233,16 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         payloads = "free" if settings.get("free_calls", True) else "within the call grammar of the example's tools"
         lines.append(f"- Decoding of local models: a `kind:` opening, then tool payloads {payloads}")
     verifier = trained.get("verifier")
+    prior = " times the cheap proposal's kind probability" if settings.get("kind_prior") else ""
+    threshold = (settings.get("thresholds") or {}).get("verifier")
     if verifier is None:
-        lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}")
+        lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}{prior}, threshold "
+                     f"{_number(threshold)}")
     else:
         validation = verifier.get("validation") or {}
         auc = validation.get("heldout_roc_auc")
-        threshold = (settings.get("thresholds") or {}).get("verifier")
-        lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`; ROC AUC on held-out "
-                     f"train-split pairs {_number(auc)}, threshold {_number(threshold)}")
+        lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`{prior}; ROC AUC of the "
+                     f"classifier on held-out train-split pairs {_number(auc)}; threshold {_number(threshold)}")
     return lines
 
 

@@ -170,20 +170,28 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
         from spec_agent.verifiers import ChatModelJudge
 
         judge = ChatModelJudge(served_chat_model(config.strong_model), role="judge")
-    models = Models(cheap=cheap, strong=strong, verifier=_verifier(config.verifier), judge=judge)
+    models = Models(cheap=cheap, strong=strong, verifier=_verifier(config.verifier, config.kind_prior), judge=judge)
     runner = BenchRunner(config=config, models=models, store=store, cost_model=cost_model)
     return runner, cost_model
 
 
-def _verifier(choice: str) -> Any:
-    """Return the verifier of D and E: the cheap model's confidence or a trained classifier."""
+def _verifier(choice: str, kind_prior: bool = False) -> Any:
+    """Return the verifier of D and E: the cheap model's confidence, its kind probability or a
+    trained classifier; with `kind_prior`, its score times the proposal's kind probability."""
+    from spec_agent.verifiers import ConfidenceVerifier, KindVerifier, VerifierChain
+
     if choice == "confidence":
-        from spec_agent.verifiers import ConfidenceVerifier
+        verifier: Any = ConfidenceVerifier()
+    elif choice == "kind":
+        verifier = KindVerifier()
+    else:
+        from spec_agent.training.verifier import TrainedVerifier
 
-        return ConfidenceVerifier()
-    from spec_agent.training.verifier import TrainedVerifier
-
-    return TrainedVerifier(choice)
+        verifier = TrainedVerifier(choice)
+    if not kind_prior or choice == "kind":
+        return verifier
+    # Every member passes on its own (reject_below 0); the run's threshold applies to the product.
+    return VerifierChain(verifiers=[KindVerifier(), verifier], combine="product", reject_below=0.0)
 
 
 def _load_role(
@@ -333,7 +341,7 @@ def _run_metadata(config: Any, dataset: Path, count: int) -> dict[str, Any]:
 def _trained_metadata(config: Any) -> dict[str, Any]:
     """Return the training manifest summary of each adapter and trained verifier a run uses."""
     folders = {"cheap": config.cheap_adapter, "strong": config.strong_adapter,
-               "verifier": None if config.verifier == "confidence" else config.verifier}
+               "verifier": None if config.verifier in ("confidence", "kind") else config.verifier}
     found: dict[str, Any] = {}
     for role, folder in folders.items():
         if folder is None:

@@ -78,7 +78,8 @@ def bench(
     cheap_model: Annotated[str, typer.Option(help="Cheap proposer: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "smollm2-135m-instruct",
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
-    verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own) or a folder from `spec-agent train verifier`; default: the shipped trained verifier.")] = None,
+    verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own), 'kind' (its probability of the chosen kind) or a folder from `spec-agent train verifier`; default: the shipped trained verifier.")] = None,
+    kind_prior: Annotated[bool, typer.Option("--kind-prior/--no-kind-prior", help="Multiply the verifier's score by the cheap proposal's kind probability.")] = False,
     cheap_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the cheap proposer; default: the shipped one for an embedded model.")] = None,
     strong_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the strong model; default: the shipped one for an embedded model.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,
@@ -117,6 +118,7 @@ def bench(
             thresholds={"judge": chosen["judge"], "verifier": chosen["verifier"]},
             thresholds_by_kind=dict(chosen["by_kind"]),
             verifier=verifier,
+            kind_prior=kind_prior,
             cheap_model=cheap_model,
             strong_model=strong_model,
             cheap_adapter=trained.cheap_adapter,
@@ -145,7 +147,7 @@ def bench(
 def _verifier_threshold(verifier: str, threshold: float | None) -> float:
     if threshold is not None:
         return threshold
-    if verifier == "confidence":
+    if verifier in ("confidence", "kind"):
         return 0.5
     from spec_agent.training.verifier import TrainedVerifier
 

@@ -265,3 +265,21 @@ def test_cli_bench_free_calls_flag(tiny_dirs, tmp_path):
     # The tiny models are random, so only the grammar makes their calls parse.
     assert all(item["error"] is None for item in proposals[False])
     assert all(item["error"] is not None for item in proposals[True])
+
+
+def test_cli_bench_kind_verifier_and_prior(tiny_dirs, tmp_path):
+    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED")
+    dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
+    for verifier, flag in (("kind", "--no-kind-prior"), ("confidence", "--kind-prior")):
+        out = tmp_path / verifier
+        store = run_untrained_bench(tiny_dirs, dataset, out, "D", "--cheap-adapter", str(adapter),
+                                    "--verifier", verifier, flag)
+        run = store.latest_run()
+        assert run.config["settings"]["kind_prior"] is (flag == "--kind-prior")
+        rows = store.decisions(run.run_id, "D")
+        # The forcing head is sure of its kind, so the product equals the confidence alone.
+        for row in rows:
+            [proposal] = row.proposals
+            assert proposal["kind_probability"] == pytest.approx(1.0, abs=1e-6)
+            expected = 1.0 if verifier == "kind" else proposal["confidence"]
+            assert row.scores[-1] == pytest.approx(expected, abs=1e-6)

@@ -250,4 +250,16 @@ def test_header_names_models_and_verifier(tmp_path):
     assert "- Cheap model: small with LoRA adapter `/a` (16 steps; validation loss 2.000 -> 1.500)" in markdown
     assert ("- Strong model: big with LoRA adapter `/b` (18 steps; opening head kind accuracy 0.620 on held-out "
             "train-split examples, against 0.220 by likelihood)") in markdown
-    assert "ROC AUC on held-out train-split pairs 0.922, threshold 0.390" in markdown
+    assert ("- Verifier of D and E: trained classifier `/v`; ROC AUC of the classifier on held-out train-split "
+            "pairs 0.922; threshold 0.390") in markdown
+
+
+def test_header_names_the_kind_prior(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    config = {"settings": {"verifier": "/v", "kind_prior": True, "thresholds": {"verifier": 0.25}},
+              "trained": {"verifier": {"folder": "/v", "validation": {"heldout_roc_auc": 0.9}}}}
+    run_id = store.start_run(name="prior", config=config)
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert "trained classifier `/v` times the cheap proposal's kind probability;" in markdown
+    assert "threshold 0.250" in markdown

@@ -4,8 +4,9 @@ The features of one example are the fine-tuned model's final hidden state after 
 log-likelihood of each `kind:` opening there (`HFChatModel.opening_features`). Extracting them is
 one prompt pass per example, the slow part, so each example's features are appended to a JSONL
 cache as soon as they exist: an interrupted run keeps them, and a rerun computes only the rest.
-Fitting is seconds. The L2 strength is chosen by cross-validation on the training rows, and the
-accuracy is reported on rows from held-out train-split scenarios, never on the eval split.
+Fitting is seconds. The L2 strength is chosen by cross-validation on the training rows, with the
+steps of one scenario in one fold, and the accuracy is reported on rows from held-out train-split
+scenarios, never on the eval split.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from spec_agent.training.datasets import open_jsonl_cache, prompt_digest, read_j
 
 logger = logging.getLogger(__name__)
 
-L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """L2 strengths tried by cross-validation."""
 FOLDS = 5
 """Cross-validation folds for choosing the L2 strength."""
@@ -47,6 +48,8 @@ class Features:
     """(n,) index of each example's gold kind in `KIND_OPENINGS`."""
     computed: int = 0
     """Rows computed by the model rather than read from the cache."""
+    groups: tuple[str, ...] = ()
+    """Scenario of each row, when known; cross-validation keeps a scenario's rows in one fold."""
 
     def __len__(self) -> int:
         return int(self.gold.shape[0])
@@ -55,8 +58,10 @@ class Features:
         """Return the features of the given rows."""
         import torch
 
-        index = torch.tensor(list(rows), dtype=torch.long)
-        return Features(self.hidden[index], self.loglik[index], self.gold[index])
+        rows = list(rows)
+        index = torch.tensor(rows, dtype=torch.long)
+        groups = tuple(self.groups[row] for row in rows) if self.groups else ()
+        return Features(self.hidden[index], self.loglik[index], self.gold[index], groups=groups)
 
 
 def head_sample(examples: Sequence[Example], count: int, *, seed: int, salt: str) -> list[Example]:
@@ -106,20 +111,22 @@ def collect_features(
     hidden = [rows[index]["hidden"] for index in range(len(examples))]
     loglik = [rows[index]["loglik"] for index in range(len(examples))]
     gold = [ACTION_KINDS.index(example.action.kind) for example in examples]
-    return Features(torch.tensor(hidden), torch.tensor(loglik), torch.tensor(gold, dtype=torch.long), computed)
+    return Features(torch.tensor(hidden), torch.tensor(loglik), torch.tensor(gold, dtype=torch.long), computed,
+                    groups=tuple(example.scenario for example in examples))
 
 
 def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID) -> tuple[float, dict[float, float]]:
     """Return the L2 strength with the best cross-validated accuracy, and every strength's accuracy.
 
-    Ties go to the stronger penalty, the simpler head.
+    Ties go to the stronger penalty, the simpler head. The steps of a multi-turn scenario share most
+    of their prompt, so with `groups` each scenario's rows stay in one fold; split apart, a fold's
+    rows would have near copies among the fitted ones, and the weakest penalty would look best.
     """
     if len(features) < FOLDS:
         raise ConfigError(f"The opening head needs at least {FOLDS} training rows, got {len(features)}; "
                           "raise head_examples in the recipe.")
     order = list(range(len(features)))
-    random.Random(f"folds:{seed}").shuffle(order)
-    folds = [order[index::FOLDS] for index in range(FOLDS)]
+    folds = _folds(features, seed)
     scores = {}
     for l2 in grid:
         correct = 0
@@ -129,6 +136,18 @@ def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID)
         scores[l2] = correct / len(features)
     best = max(sorted(grid, reverse=True), key=lambda l2: scores[l2])
     return best, scores
+
+
+def _folds(features: Features, seed: int) -> list[list[int]]:
+    """Split the row indices into `FOLDS` folds, whole groups at a time when rows have groups."""
+    groups = features.groups or tuple(str(row) for row in range(len(features)))
+    names = sorted(set(groups))
+    if len(names) < FOLDS:
+        raise ConfigError(f"The opening head needs rows from at least {FOLDS} scenarios, got {len(names)}; "
+                          "raise head_examples in the recipe.")
+    random.Random(f"folds:{seed}").shuffle(names)
+    fold_of = {name: position % FOLDS for position, name in enumerate(names)}
+    return [[row for row in range(len(features)) if fold_of[groups[row]] == fold] for fold in range(FOLDS)]
 
 
 def _fit(features: Features, l2: float) -> OpeningHead:

@@ -6,15 +6,17 @@ import dataclasses
 import json
 from collections import Counter
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from spec_agent._cli_train import train_app
+from spec_agent.errors import ConfigError
 from spec_agent.hf import HFChatModel
 from spec_agent.opening_head import load_opening_head
 from spec_agent.prompts import KIND_OPENINGS
 from spec_agent.training.datasets import assign_split, load_training_examples
-from spec_agent.training.head import L2_GRID, collect_features, fit_head
+from spec_agent.training.head import FOLDS, L2_GRID, Features, _folds, collect_features, fit_head
 from tests.training.conftest import make_example
 from tests.training.test_cli_train import _recipe
 
@@ -49,6 +51,20 @@ def test_features_cache_survives_torn_line(tmp_path, tiny_lm):
     assert second.gold.tolist()[:3] == first.gold.tolist()
     assert collect_features(model, examples, cache).hidden.shape == (4, 32)
     assert model.passes == 4
+
+
+def test_folds_keep_each_scenario_together(tmp_path, tiny_lm):
+    examples = [make_example(index, "train") for index in range(20)]
+    features = collect_features(HFChatModel(str(tiny_lm), role="cheap"), examples, tmp_path / "f.jsonl")
+    assert features.groups == tuple(example.scenario for example in examples)
+    folds = _folds(features.take(range(20)), seed=0)
+    assert sorted(row for fold in folds for row in fold) == list(range(20))
+    for fold in folds:
+        assert {features.groups[row] for row in fold}.isdisjoint(
+            {features.groups[row] for other in folds if other is not fold for row in other})
+    few = Features(features.hidden[:8], features.loglik[:8], features.gold[:8], groups=features.groups[:8])
+    with pytest.raises(ConfigError, match=f"at least {FOLDS} scenarios, got 4"):
+        fit_head(few, few, seed=0)
 
 
 def test_fit_head_reports_accuracies(tmp_path, tiny_lm):

@@ -88,7 +88,7 @@ def test_head_chooses_the_opening(tiny_dir):
     assert all(item.text.startswith(other) for item in sampled)
 
 
-def test_generations_report_the_chosen_openings_probability(tiny_dir):
+def test_generation_kind_probability(tiny_dir):
     plain = _model(tiny_dir)
     likelihood = torch.softmax(plain.opening_features(CHAT, OPENINGS)[1], dim=0)
     [greedy], _ = plain.generate(CHAT, openings=OPENINGS)

@@ -122,7 +122,7 @@ def test_chain_combines_scores(combine, expected):
     assert score == pytest.approx(expected)
 
 
-def test_product_chain_scores_a_rejection_with_the_product_so_far():
+def test_product_chain_rejection_score():
     later = ScriptedVerifier(0.9)
     chain = VerifierChain(verifiers=[ScriptedVerifier(0.8), ScriptedVerifier(0.3), later], combine="product")
     score, _ = chain.score([], TOOLS, call(source="a"))
@@ -130,7 +130,7 @@ def test_product_chain_scores_a_rejection_with_the_product_so_far():
     assert later.seen == []
 
 
-def test_kind_verifier_reads_the_kind_probability():
+def test_kind_verifier_score():
     proposal = dataclasses.replace(call(source="a"), kind_probability=0.35)
     assert KindVerifier().score([], TOOLS, proposal) == (0.35, [])
     chain = VerifierChain(verifiers=[KindVerifier()])

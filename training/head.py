@@ -119,7 +119,7 @@ def choose_l2(features: Features, *, seed: int, grid: Sequence[float] = L2_GRID)
     """Return the L2 strength with the best cross-validated accuracy, and every strength's accuracy.
 
     Ties go to the stronger penalty, the simpler head. The steps of a multi-turn scenario share most
-    of their prompt, so with `groups` each scenario's rows stay in one fold; split apart, a fold's
+    of their prompt, so with `groups` each scenario's rows stay in one fold. Split apart, a fold's
     rows would have near copies among the fitted ones, and the weakest penalty would look best.
     """
     if len(features) < FOLDS:
@@ -143,8 +143,8 @@ def _folds(features: Features, seed: int) -> list[list[int]]:
     groups = features.groups or tuple(str(row) for row in range(len(features)))
     names = sorted(set(groups))
     if len(names) < FOLDS:
-        raise ConfigError(f"The opening head needs rows from at least {FOLDS} scenarios, got {len(names)}; "
-                          "raise head_examples in the recipe.")
+        raise ConfigError(f"The opening head needs rows from at least {FOLDS} scenarios, got {len(names)}. "
+                          "Raise head_examples in the recipe.")
     random.Random(f"folds:{seed}").shuffle(names)
     fold_of = {name: position % FOLDS for position, name in enumerate(names)}
     return [[row for row in range(len(features)) if fold_of[groups[row]] == fold] for fold in range(FOLDS)]

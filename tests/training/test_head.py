@@ -53,7 +53,7 @@ def test_features_cache_survives_torn_line(tmp_path, tiny_lm):
     assert model.passes == 4
 
 
-def test_folds_keep_each_scenario_together(tmp_path, tiny_lm):
+def test_folds_keep_scenarios_whole(tmp_path, tiny_lm):
     examples = [make_example(index, "train") for index in range(20)]
     features = collect_features(HFChatModel(str(tiny_lm), role="cheap"), examples, tmp_path / "f.jsonl")
     assert features.groups == tuple(example.scenario for example in examples)

@@ -60,6 +60,7 @@ def _proposal_row(
         "verdict": verdict,
         "chosen": chosen,
         "confidence": proposal.get("confidence"),
+        "kind_probability": proposal.get("kind_probability"),
         "error": proposal.get("error"),
     }
 

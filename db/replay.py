@@ -12,9 +12,10 @@ a different acceptance rule needs, and replay calls no model. For each example i
 - the strong model's action and whether it is right, from A's row. A fallback is the same strong
   call, so an escalated example scores as A did.
 - the scores of the proposal: `verifier` (D's stored verifier score), `judge` (C's stored strong
-  judge score) and `confidence` (the proposal's own token confidence, stored with the proposal).
+  judge score), `confidence` (the proposal's own token confidence, stored with the proposal) and
+  `kind` (the proposer's probability of the proposal's kind, stored with it too).
 - prices under the per-call model: the cheap calls of the proposal's row, the calls that produced
-  the chosen score (D's verifier calls, C's judge calls, nothing for confidence) and, on
+  the chosen score (D's verifier calls, C's judge calls, nothing for confidence or kind) and, on
   escalation, A's strong calls.
 
 A setting accepts an example when the proposal parsed and its score (a missing score rejects)
@@ -40,8 +41,8 @@ from spec_agent.cost import CostModel
 from spec_agent.db.store import DecisionRow, TraceStore
 from spec_agent.errors import ConfigError
 
-ScoreSource = Literal["verifier", "judge", "confidence"]
-SCORE_SOURCES: tuple[str, ...] = ("verifier", "judge", "confidence")
+ScoreSource = Literal["verifier", "judge", "confidence", "kind"]
+SCORE_SOURCES: tuple[str, ...] = ("verifier", "judge", "confidence", "kind")
 _SCORE_CONFIG = {"verifier": "D", "judge": "C"}
 """Configuration whose stored scores (and scoring calls) each score source reads."""
 
@@ -215,6 +216,8 @@ def _example_columns(
         "cheap_tokens": _tokens(proposal_row, "cheap"),
         "score_confidence": _number(proposal.get("confidence")),
         "score_cost_confidence": 0.0,
+        "score_kind": _number(proposal.get("kind_probability")),
+        "score_cost_kind": 0.0,
     }
     for name, config in _SCORE_CONFIG.items():
         row = by_config.get(config, {}).get(example_id)

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the table layout below; bump it with every incompatible change."""
 
 RUN_STATUSES = ("running", "finished", "failed")
@@ -152,6 +152,8 @@ class ProposalRecord(Base):
     chosen: Mapped[bool] = mapped_column(Boolean)
     """True for the proposal whose action the agent took."""
     confidence: Mapped[float | None] = mapped_column(Float)
+    kind_probability: Mapped[float | None] = mapped_column(Float)
+    """The proposer's probability of the proposal's kind, when it reported one."""
     error: Mapped[str | None] = mapped_column(Text)
 
 

@@ -338,16 +338,16 @@ class SqlTraceStore:
         """Return a run's rows with the fields replay reads only, built from the child tables.
 
         Each row has its decision, gold kind and correctness. `proposals` and `scores` contain the
-        first proposal only, its action reduced to the kind, with its confidence. `calls` contains
-        each call's role, and `tokens_by_role` the token counts. Skipping the JSON columns makes
-        this several times faster than `decisions` on large runs.
+        first proposal only, its action reduced to the kind, with its confidence and kind
+        probability. `calls` contains each call's role, and `tokens_by_role` the token counts.
+        Skipping the JSON columns makes this several times faster than `decisions` on large runs.
         """
         decisions = DecisionRecord.__table__
         proposals = ProposalRecord.__table__
         calls = ModelCallRecord.__table__
         first = (
             select(proposals.c.config, proposals.c.example_id, proposals.c.valid, proposals.c.kind,
-                   proposals.c.score, proposals.c.confidence)
+                   proposals.c.score, proposals.c.confidence, proposals.c.kind_probability)
             .where(proposals.c.run_id == run_id, proposals.c.source == "proposal",
                    proposals.c.position == 0)
         )
@@ -634,8 +634,9 @@ def _lean_row(
     proposals: list[dict[str, Any]] = []
     scores: list[float | None] = []
     if first is not None:
-        valid, kind, score, confidence = first
-        proposals.append({"action": {"kind": kind} if valid else None, "confidence": confidence})
+        valid, kind, score, confidence, kind_probability = first
+        proposals.append({"action": {"kind": kind} if valid else None, "confidence": confidence,
+                          "kind_probability": kind_probability})
         scores.append(score)
     return DecisionRow(
         run_id=run_id,

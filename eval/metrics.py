@@ -637,6 +637,10 @@ class VerifierQuality:
     roc_auc: float | None
     """None when only one class is present."""
     reliability: ReliabilityCurve
+    kind_n: int = 0
+    """Proposals with a score, all of which have a known kind correctness."""
+    kind_roc_auc: float | None = None
+    """Separation of proposals of the right kind from the others; None with one class only."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -846,10 +850,13 @@ def _verifier_quality(frame: Any, score: str) -> VerifierQuality:
     scores = frame.scores[score]
     labels = frame.proposal_full_correct
     usable = ~np.isnan(scores) & ~np.isnan(labels)
+    scored = ~np.isnan(scores)
     return VerifierQuality(
         score=score,
         n=int(usable.sum()),
         positives=int(labels[usable].sum()),
         roc_auc=roc_auc(scores[usable], labels[usable] == 1.0),
         reliability=reliability_curve(scores[usable], labels[usable] == 1.0),
+        kind_n=int(scored.sum()),
+        kind_roc_auc=roc_auc(scores[scored], frame.proposal_kind_correct[scored]),
     )

@@ -543,11 +543,12 @@ def _routing_section(metrics: BenchmarkMetrics) -> str:
             _number(routing.wasted_tokens.get(name), digits=1),
             _number(routing.wasted_cost.get(name)),
         ]))
-    lines += ["", _table_line(("Score", "n", "Correct", "ROC AUC ↑", "ECE ↓")), _table_line(["---"] * 5)]
+    lines += ["", _table_line(("Score", "n", "Correct", "ROC AUC ↑", "ECE ↓", "n (kind)", "ROC AUC, kind ↑")),
+              _table_line(["---"] * 7)]
     for quality in routing.verifiers:
         lines.append(_table_line([
             quality.score, str(quality.n), str(quality.positives), _number(quality.roc_auc),
-            _number(quality.reliability.ece),
+            _number(quality.reliability.ece), str(quality.kind_n), _number(quality.kind_roc_auc),
         ]))
     lines += [
         "",
@@ -555,7 +556,8 @@ def _routing_section(metrics: BenchmarkMetrics) -> str:
         "slope. False-reject rate: escalated examples whose proposal was fully correct (from B's "
         "row of the same example). Wasted tokens and cost: cheap and scoring calls of escalated "
         "examples, per example. ROC AUC and ECE: each stored score against the full correctness "
-        "of the proposal it scored; reliability.png shows the bins.",
+        "of the proposal it scored; reliability.png shows the bins. ROC AUC, kind: the same score "
+        "against whether the proposal's kind was right, over every proposal it scored.",
     ]
     return "\n".join(lines)
 

@@ -221,7 +221,7 @@ def replay_command(
     store: StoreOption = DEFAULT_STORE,
     thresholds: Annotated[str | None, typer.Option(help="Comma-separated thresholds, e.g. 0.3,0.5,0.7.")] = None,
     grid: Annotated[int, typer.Option(help="Evenly spaced thresholds from 0 to 1 when --thresholds is not given.")] = 11,
-    score: Annotated[str, typer.Option(help="Stored score to replay: verifier (D), judge (C) or confidence.")] = "verifier",
+    score: Annotated[str, typer.Option(help="Stored score to replay: verifier (D), judge (C), confidence or kind (the proposal's kind probability).")] = "verifier",
     by_kind: Annotated[str | None, typer.Option(help="Per-kind thresholds, e.g. file_read=0.3,tool_call=0.7.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows to this JSON file.")] = None,
 ) -> None:

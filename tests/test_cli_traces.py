@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from spec_agent import _cli_traces
 from spec_agent._cli_traces import register
+from spec_agent.db.migrate import head_revision
 from spec_agent.db.store import SqlTraceStore
 from tests.db.synthetic import hand_checked_rows
 
@@ -136,4 +137,4 @@ def test_upgrade_reports_revision(app, stored):
     url, _ = stored
     result = _invoke(app, "traces", "upgrade", "--store", url)
     assert result.exit_code == 0
-    assert "already at schema revision 0002" in result.output
+    assert f"already at schema revision {head_revision()}" in result.output

@@ -8,6 +8,7 @@ judge 1.0, strong 1.0, so D costs 0.2 per example plus 1.0 per escalation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -175,6 +176,9 @@ def test_routing_metrics_hand_checked():
     [verifier] = [item for item in routing.verifiers if item.score == "verifier"]
     assert verifier.n == 3
     assert verifier.roc_auc == pytest.approx(1.0)
+    # Right kinds ex1 (0.9) and ex4 (0.3) against wrong kind ex2 (0.6): one pair of two ranked right.
+    assert verifier.kind_n == 3
+    assert verifier.kind_roc_auc == pytest.approx(0.5)
 
 
 def test_report_has_routing(tmp_path):
@@ -187,3 +191,21 @@ def test_report_has_routing(tmp_path):
     assert results["routing"]["apgr"] is not None
     assert len(results["routing"]["thresholds"]) == 101
     assert "## Routing" in paths.markdown.read_text()
+
+
+def test_replay_kind_source_from_store(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    run_id = store.start_run(name="kind", config={})
+    probabilities = {"ex1": 0.9, "ex2": 0.4, "ex3": 0.8, "ex4": 0.7}
+    rows = [
+        dataclasses.replace(row, proposals=[{**item, "kind_probability": probabilities[row.example_id]}
+                                            for item in row.proposals])
+        for row in hand_checked_rows(run_id)
+    ]
+    store.log_decisions(run_id, rows)
+    frame = load_frame(store, run_id)
+    assert frame.scores["kind"].tolist() == [probabilities[example] for example in frame.example_ids]
+    # ex2 (wrong kind, 0.4) escalates and ex3 does not parse; ex1 and ex4 keep the right-kind proposal.
+    result = sweep(frame, [0.5], score="kind")
+    assert _only(result, "escalation_rate") == pytest.approx(0.5)
+    assert _only(result, "cost") == pytest.approx((0.15 * 4 + 2.0) / 4)

@@ -93,6 +93,9 @@ def _backfill(proposals: sa.Table, calls: sa.Table) -> None:
             )
             call_rows += call_values(key, json.loads(row.calls_json))
         if proposal_rows:
+            # `proposal_values` is today's code, which may fill columns that later revisions add.
+            columns = set(proposals.c.keys())
+            proposal_rows = [{name: value for name, value in row.items() if name in columns} for row in proposal_rows]
             bind.execute(proposals.insert(), proposal_rows)
         if call_rows:
             bind.execute(calls.insert(), call_rows)

@@ -224,6 +224,9 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
             loss += (f"; opening head kind accuracy {_number(head.get('validation_accuracy'))} on held-out "
                      f"train-split examples, against {_number(head.get('validation_likelihood_accuracy'))} "
                      "by likelihood")
+            if head.get("kind_roc_auc") is not None:
+                loss += (f", and ROC AUC {_number(head['kind_roc_auc'])} of its kind probability there "
+                         f"(calibrated threshold {_number(head.get('kind_threshold'))})")
         lines.append(f"- {role.capitalize()} model: {model} with LoRA adapter `{adapter['folder']}` "
                      f"({adapter.get('steps')} steps{loss})")
     if settings.get("free_decoding"):
@@ -235,7 +238,10 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
     verifier = trained.get("verifier")
     prior = " times the cheap proposal's kind probability" if settings.get("kind_prior") else ""
     threshold = (settings.get("thresholds") or {}).get("verifier")
-    if verifier is None:
+    if settings.get("verifier") == "kind":
+        lines.append(f"- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold "
+                     f"{_number(threshold)}")
+    elif verifier is None:
         lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}{prior}, threshold "
                      f"{_number(threshold)}")
     else:

@@ -78,7 +78,7 @@ def bench(
     cheap_model: Annotated[str, typer.Option(help="Cheap proposer: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "smollm2-135m-instruct",
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
-    verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own), 'kind' (its probability of the chosen kind) or a folder from `spec-agent train verifier`; default: the shipped trained verifier.")] = None,
+    verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own), 'kind' (its probability of the chosen kind) or a folder from `spec-agent train verifier`; default: 'kind' when the cheap adapter's opening head has a calibrated threshold, else the shipped trained verifier.")] = None,
     kind_prior: Annotated[bool, typer.Option("--kind-prior/--no-kind-prior", help="Multiply the verifier's score by the cheap proposal's kind probability.")] = False,
     cheap_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the cheap proposer; default: the shipped one for an embedded model.")] = None,
     strong_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the strong model; default: the shipped one for an embedded model.")] = None,
@@ -87,7 +87,7 @@ def bench(
     free_decoding: Annotated[bool, typer.Option("--free-decoding", help="Let local models write any text instead of opening each action with the most likely 'kind:' prefix.")] = False,
     free_calls: Annotated[bool, typer.Option("--free-calls", help="Let local models write a tool payload freely instead of within the grammar of the example's tool schemas.")] = False,
     no_opening_head: Annotated[bool, typer.Option("--no-opening-head", help="Choose each 'kind:' prefix by its likelihood even when the adapter has an opening head.")] = False,
-    verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the trained verifier's calibrated threshold, else 0.5.")] = None,
+    verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed to accept (D, E); default: the calibrated threshold of the opening head (kind) or trained verifier, else 0.5.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="thresholds.json from `spec-agent calibrate`; overrides both thresholds.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 shares every core among the workers.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
@@ -103,10 +103,11 @@ def bench(
         from spec_agent.defaults import bench_models
 
         trained = bench_models(cheap_model=cheap_model, strong_model=strong_model, verifier=verifier,
-                               cheap_adapter=cheap_adapter, strong_adapter=strong_adapter, untrained=untrained)
+                               cheap_adapter=cheap_adapter, strong_adapter=strong_adapter, untrained=untrained,
+                               opening_heads=not no_opening_head)
         verifier = trained.verifier
-        chosen = {"judge": judge_threshold, "verifier": _verifier_threshold(verifier, verifier_threshold),
-                  "by_kind": {}}
+        threshold = _verifier_threshold(verifier, verifier_threshold, trained.cheap_adapter, not no_opening_head)
+        chosen = {"judge": judge_threshold, "verifier": threshold, "by_kind": {}}
         if thresholds is not None:
             from spec_agent.eval.calibration import load_thresholds
 
@@ -144,9 +145,16 @@ def bench(
         _fail(error)
 
 
-def _verifier_threshold(verifier: str, threshold: float | None) -> float:
+def _verifier_threshold(verifier: str, threshold: float | None, cheap_adapter: str | None,
+                        opening_heads: bool) -> float:
     if threshold is not None:
         return threshold
+    if verifier == "kind" and opening_heads:
+        from spec_agent.defaults import kind_threshold
+
+        calibrated = kind_threshold(cheap_adapter)
+        if calibrated is not None:
+            return calibrated
     if verifier in ("confidence", "kind"):
         return 0.5
     from spec_agent.training.verifier import TrainedVerifier

@@ -44,7 +44,7 @@ class BenchModels:
     strong_adapter: str | None
     """LoRA adapter folder of the strong model; None runs the base model."""
     verifier: str
-    """`confidence` or a trained verifier folder."""
+    """`confidence`, `kind` or a trained verifier folder."""
 
 
 def bench_models(
@@ -55,24 +55,44 @@ def bench_models(
     cheap_adapter: str | None,
     strong_adapter: str | None,
     untrained: bool,
+    opening_heads: bool = True,
 ) -> BenchModels:
     """Resolve what a benchmark run uses: explicit choices first, then the shipped defaults.
 
     With `untrained`, a model without an explicit adapter runs as is and the default verifier is
-    the cheap model's confidence. Otherwise a model that has a shipped adapter gets it, and the
-    default verifier is the shipped one (the confidence verifier when the package has none).
+    the cheap model's confidence. Otherwise a model that has a shipped adapter gets it. The default
+    verifier is then the cheap proposer's kind probability when its opening head is used and has a
+    calibrated `kind_threshold`, else the shipped trained verifier, else the confidence verifier.
     """
     if untrained:
         return BenchModels(cheap_adapter=cheap_adapter, strong_adapter=strong_adapter,
                            verifier=verifier or "confidence")
+    cheap = cheap_adapter or _as_text(shipped_adapter(cheap_model))
     shipped = shipped_verifier()
+    if verifier is None and opening_heads and kind_threshold(cheap) is not None:
+        verifier = "kind"
     if verifier is None and shipped is None:
         logger.warning("No trained verifier ships with this package; D and E use the confidence verifier.")
     return BenchModels(
-        cheap_adapter=cheap_adapter or _as_text(shipped_adapter(cheap_model)),
+        cheap_adapter=cheap,
         strong_adapter=strong_adapter or _as_text(shipped_adapter(strong_model)),
         verifier=verifier or _as_text(shipped) or "confidence",
     )
+
+
+def kind_threshold(adapter: str | Path | None) -> float | None:
+    """Return the kind-probability threshold calibrated with the adapter's opening head, if any.
+
+    `spec-agent train head` chooses it on held-out train-split scenarios (Youden's J of the head's
+    probability of its chosen kind against that kind being right).
+    """
+    from spec_agent.opening_head import find_opening_head, load_opening_head
+
+    path = find_opening_head(adapter)
+    if path is None:
+        return None
+    value = load_opening_head(path).metrics.get("kind_threshold")
+    return None if value is None else float(value)
 
 
 def _as_text(path: Path | None) -> str | None:

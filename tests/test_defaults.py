@@ -35,6 +35,32 @@ def test_shipped_defaults_used(shipped):
     assert chosen.verifier == str(shipped / "verifier")
 
 
+def _save_head(folder, metrics):
+    import torch
+
+    from spec_agent.opening_head import OpeningHead
+    from spec_agent.prompts import KIND_OPENINGS
+
+    count = len(KIND_OPENINGS)
+    OpeningHead(openings=KIND_OPENINGS, weight=torch.zeros(count, 2 + count), bias=torch.zeros(count),
+                mean=torch.zeros(2 + count), scale=torch.ones(2 + count), metrics=metrics).save(folder)
+
+
+def test_calibrated_head_makes_kind_default(shipped):
+    _save_head(shipped / "proposer-cheap-asset", {"kind_threshold": 0.8})
+    assert choose().verifier == "kind"
+    assert defaults.kind_threshold(shipped / "proposer-cheap-asset") == 0.8
+    assert choose(opening_heads=False).verifier == str(shipped / "verifier")
+    assert choose(verifier="/mine").verifier == "/mine"
+
+
+def test_uncalibrated_head_keeps_trained_verifier(shipped):
+    _save_head(shipped / "proposer-cheap-asset", {"l2": 0.1})
+    assert defaults.kind_threshold(shipped / "proposer-cheap-asset") is None
+    assert choose().verifier == str(shipped / "verifier")
+    assert defaults.kind_threshold(None) is None
+
+
 def test_untrained_uses_base_models(shipped):
     chosen = choose(untrained=True)
     assert chosen.cheap_adapter is None

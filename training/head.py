@@ -182,8 +182,30 @@ def fit_head(train: Features, validation: Features, *, seed: int) -> OpeningHead
         "validation_accuracy": round(accuracy(head, validation), 4),
         "validation_likelihood_accuracy": round(likelihood_accuracy(validation), 4),
         "validation_majority_accuracy": round(float((validation.gold == majority).float().mean()), 4),
+        **kind_probability_calibration(head, validation),
     }
     logger.info("Opening head: L2 %s, validation kind accuracy %.3f (likelihood alone %.3f, majority %.3f)",
                 l2, metrics["validation_accuracy"], metrics["validation_likelihood_accuracy"],
                 metrics["validation_majority_accuracy"])
     return dataclasses.replace(head, metrics=metrics)
+
+
+def kind_probability_calibration(head: OpeningHead, validation: Features) -> dict[str, float]:
+    """Return how well the head's probability of its chosen kind tells right kinds from wrong ones.
+
+    The rows come from held-out scenarios, so `kind_threshold`, the probability that maximises
+    Youden's J (TPR - FPR), is a threshold for `KindVerifier` that was not chosen on the rows it
+    is used on. Empty when the head chose every validation row right, or every one wrong.
+    """
+    import torch
+
+    from spec_agent.training.verifier import choose_threshold, roc_auc
+
+    probabilities = torch.softmax(head.logits(validation.hidden, validation.loglik), dim=1)
+    chosen = probabilities.max(dim=1)
+    scores = chosen.values.tolist()
+    labels = [int(right) for right in (chosen.indices == validation.gold).tolist()]
+    if not 0 < sum(labels) < len(labels):
+        return {}
+    threshold = choose_threshold(scores, labels, policy="youden", target_precision=1.0)
+    return {"kind_threshold": round(threshold, 4), "kind_roc_auc": round(float(roc_auc(scores, labels)), 4)}

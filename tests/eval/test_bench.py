@@ -214,7 +214,7 @@ def test_cli_bench_defaults_to_shipped_verifier(tiny_dirs, tmp_path):
     assert all(0.0 <= score <= 1.0 for row in scored for score in row.scores if score is not None)
 
 
-def _adapter_with_forcing_head(base, folder, kind):
+def _adapter_with_forcing_head(base, folder, kind, metrics=None):
     """Save a LoRA adapter of the tiny model and a head that always chooses `kind`."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -229,7 +229,7 @@ def _adapter_with_forcing_head(base, folder, kind):
     bias = torch.full((len(KIND_OPENINGS),), -10.0)
     bias[KIND_OPENINGS.index(f"{kind}:")] = 10.0
     OpeningHead(openings=KIND_OPENINGS, weight=torch.zeros(len(KIND_OPENINGS), features), bias=bias,
-                mean=torch.zeros(features), scale=torch.ones(features)).save(folder)
+                mean=torch.zeros(features), scale=torch.ones(features), metrics=metrics or {}).save(folder)
     (folder / "training-manifest.json").write_text(json.dumps({"opening_head": {"validation": {"l2": 0.01}}}))
     return folder
 
@@ -283,3 +283,18 @@ def test_cli_bench_kind_verifier_and_prior(tiny_dirs, tmp_path):
             assert proposal["kind_probability"] == pytest.approx(1.0, abs=1e-6)
             expected = 1.0 if verifier == "kind" else proposal["confidence"]
             assert row.scores[-1] == pytest.approx(expected, abs=1e-6)
+
+
+def test_cli_bench_defaults_to_calibrated_kind(tiny_dirs, tmp_path):
+    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED", {"kind_threshold": 0.75})
+    dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
+        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "D",
+        "--cheap-adapter", str(adapter),
+    ])
+    assert result.exit_code == 0, result.output
+    run = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run()
+    assert run.config["settings"]["verifier"] == "kind"
+    assert run.config["settings"]["thresholds"]["verifier"] == 0.75

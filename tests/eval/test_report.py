@@ -254,6 +254,19 @@ def test_header_names_models_and_verifier(tmp_path):
             "pairs 0.922; threshold 0.390") in markdown
 
 
+def test_header_names_the_kind_verifier(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    config = {"settings": {"cheap_model": "small", "verifier": "kind", "thresholds": {"verifier": 0.8}},
+              "trained": {"cheap": {"folder": "/a", "steps": 16, "validation": {},
+                                    "opening_head": {"validation_accuracy": 0.62, "validation_likelihood_accuracy": 0.22,
+                                                     "kind_roc_auc": 0.778, "kind_threshold": 0.7996}}}}
+    run_id = store.start_run(name="kind", config=config)
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert "and ROC AUC 0.778 of its kind probability there (calibrated threshold 0.800)" in markdown
+    assert "- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold 0.800" in markdown
+
+
 def test_header_names_the_kind_prior(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     config = {"settings": {"verifier": "/v", "kind_prior": True, "thresholds": {"verifier": 0.25}},

@@ -16,7 +16,16 @@ from spec_agent.hf import HFChatModel
 from spec_agent.opening_head import load_opening_head
 from spec_agent.prompts import KIND_OPENINGS
 from spec_agent.training.datasets import assign_split, load_training_examples
-from spec_agent.training.head import FOLDS, L2_GRID, Features, _folds, collect_features, fit_head
+from spec_agent.opening_head import OpeningHead
+from spec_agent.training.head import (
+    FOLDS,
+    L2_GRID,
+    Features,
+    _folds,
+    collect_features,
+    fit_head,
+    kind_probability_calibration,
+)
 from tests.training.conftest import make_example
 from tests.training.test_cli_train import _recipe
 
@@ -65,6 +74,22 @@ def test_folds_keep_scenarios_whole(tmp_path, tiny_lm):
     few = Features(features.hidden[:8], features.loglik[:8], features.gold[:8], groups=features.groups[:8])
     with pytest.raises(ConfigError, match=f"at least {FOLDS} scenarios, got 4"):
         fit_head(few, few, seed=0)
+
+
+def test_kind_threshold_from_validation_rows():
+    count = len(KIND_OPENINGS)
+    # The head's logits are the log-likelihood columns, so each row's scores set its probabilities.
+    head = OpeningHead(openings=KIND_OPENINGS, weight=torch.cat([torch.zeros(count, 2), torch.eye(count)], dim=1),
+                       bias=torch.zeros(count), mean=torch.zeros(2 + count), scale=torch.ones(2 + count))
+    loglik = torch.zeros(4, count)
+    loglik[:, 0] = torch.tensor([6.0, 5.0, 1.0, 0.5])
+    # Rows 0 and 1 choose the right kind with high probability, rows 2 and 3 the wrong one with low.
+    gold = torch.tensor([0, 0, 1, 1])
+    calibration = kind_probability_calibration(head, Features(torch.zeros(4, 2), loglik, gold))
+    sure = float(torch.softmax(loglik[1], dim=0)[0])
+    assert calibration["kind_roc_auc"] == 1.0
+    assert calibration["kind_threshold"] == pytest.approx(sure, abs=1e-4)
+    assert kind_probability_calibration(head, Features(torch.zeros(4, 2), loglik, torch.zeros(4, dtype=torch.long))) == {}
 
 
 def test_fit_head_reports_accuracies(tmp_path, tiny_lm):

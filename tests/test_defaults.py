@@ -46,7 +46,7 @@ def _save_head(folder, metrics):
                 mean=torch.zeros(2 + count), scale=torch.ones(2 + count), metrics=metrics).save(folder)
 
 
-def test_calibrated_head_makes_kind_default(shipped):
+def test_calibrated_head_picks_kind(shipped):
     _save_head(shipped / "proposer-cheap-asset", {"kind_threshold": 0.8})
     assert choose().verifier == "kind"
     assert defaults.kind_threshold(shipped / "proposer-cheap-asset") == 0.8
@@ -54,7 +54,7 @@ def test_calibrated_head_makes_kind_default(shipped):
     assert choose(verifier="/mine").verifier == "/mine"
 
 
-def test_uncalibrated_head_keeps_trained_verifier(shipped):
+def test_uncalibrated_head_keeps_verifier(shipped):
     _save_head(shipped / "proposer-cheap-asset", {"l2": 0.1})
     assert defaults.kind_threshold(shipped / "proposer-cheap-asset") is None
     assert choose().verifier == str(shipped / "verifier")

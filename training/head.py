@@ -191,7 +191,7 @@ def fit_head(train: Features, validation: Features, *, seed: int) -> OpeningHead
 
 
 def kind_probability_calibration(head: OpeningHead, validation: Features) -> dict[str, float]:
-    """Return how well the head's probability of its chosen kind tells right kinds from wrong ones.
+    """Return how well the head's probability of its chosen kind separates right kinds from wrong ones.
 
     The rows come from held-out scenarios, so `kind_threshold`, the probability that maximises
     Youden's J (TPR - FPR), is a threshold for `KindVerifier` that was not chosen on the rows it

@@ -267,7 +267,7 @@ def test_cli_bench_free_calls_flag(tiny_dirs, tmp_path):
     assert all(item["error"] is not None for item in proposals[True])
 
 
-def test_cli_bench_kind_verifier_and_prior(tiny_dirs, tmp_path):
+def test_cli_bench_kind_flags(tiny_dirs, tmp_path):
     adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED")
     dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
     for verifier, flag in (("kind", "--no-kind-prior"), ("confidence", "--kind-prior")):
@@ -285,7 +285,7 @@ def test_cli_bench_kind_verifier_and_prior(tiny_dirs, tmp_path):
             assert row.scores[-1] == pytest.approx(expected, abs=1e-6)
 
 
-def test_cli_bench_defaults_to_calibrated_kind(tiny_dirs, tmp_path):
+def test_cli_bench_default_kind_verifier(tiny_dirs, tmp_path):
     adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED", {"kind_threshold": 0.75})
     dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
     out = tmp_path / "runs"

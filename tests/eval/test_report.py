@@ -254,7 +254,7 @@ def test_header_names_models_and_verifier(tmp_path):
             "pairs 0.922; threshold 0.390") in markdown
 
 
-def test_header_names_the_kind_verifier(tmp_path):
+def test_header_kind_verifier(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     config = {"settings": {"cheap_model": "small", "verifier": "kind", "thresholds": {"verifier": 0.8}},
               "trained": {"cheap": {"folder": "/a", "steps": 16, "validation": {},
@@ -267,7 +267,7 @@ def test_header_names_the_kind_verifier(tmp_path):
     assert "- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold 0.800" in markdown
 
 
-def test_header_names_the_kind_prior(tmp_path):
+def test_header_kind_prior(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     config = {"settings": {"verifier": "/v", "kind_prior": True, "thresholds": {"verifier": 0.25}},
               "trained": {"verifier": {"folder": "/v", "validation": {"heldout_roc_auc": 0.9}}}}

@@ -76,7 +76,7 @@ def test_folds_keep_scenarios_whole(tmp_path, tiny_lm):
         fit_head(few, few, seed=0)
 
 
-def test_kind_threshold_from_validation_rows():
+def test_kind_threshold_on_validation():
     count = len(KIND_OPENINGS)
     # The head's logits are the log-likelihood columns, so each row's scores set its probabilities.
     head = OpeningHead(openings=KIND_OPENINGS, weight=torch.cat([torch.zeros(count, 2), torch.eye(count)], dim=1),

@@ -79,7 +79,7 @@ def bench(
     strong_model: Annotated[str, typer.Option(help="Strong model: asset name, local directory, hub id or openai:MODEL@BASE_URL.")] = "qwen2.5-coder-0.5b-instruct",
     judge_threshold: Annotated[float, typer.Option(help="P(ACCEPT) from the strong judge needed to accept (C).")] = 0.5,
     verifier: Annotated[str | None, typer.Option(help="Verifier of D and E: 'confidence' (the cheap model's own), 'kind' (its probability of the chosen kind) or a folder from `spec-agent train verifier`; default: 'kind' when the cheap adapter's opening head has a calibrated threshold, else the shipped trained verifier.")] = None,
-    kind_prior: Annotated[bool, typer.Option("--kind-prior/--no-kind-prior", help="Multiply the verifier's score by the cheap proposal's kind probability.")] = False,
+    kind_prior: Annotated[bool, typer.Option("--kind-prior/--no-kind-prior", help="Multiply the verifier's score by the cheap proposal's kind probability. The threshold stays the verifier's own, so calibrate one with --thresholds or --verifier-threshold.")] = False,
     cheap_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the cheap proposer; default: the shipped one for an embedded model.")] = None,
     strong_adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder of the strong model; default: the shipped one for an embedded model.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Run the base models and the confidence verifier instead of the shipped trained defaults.")] = False,

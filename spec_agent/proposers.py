@@ -185,7 +185,8 @@ def proposal_from_message(reply: Any) -> Proposal:
     """
     proposal = _message_proposal(reply)
     probability = (getattr(reply, "response_metadata", None) or {}).get("kind_probability")
-    if isinstance(probability, (int, float)) and not isinstance(probability, bool):
+    # Metadata of a served model is untrusted: only a probability (NaN fails both checks) counts.
+    if isinstance(probability, (int, float)) and not isinstance(probability, bool) and 0.0 <= probability <= 1.0:
         return dataclasses.replace(proposal, kind_probability=float(probability))
     return proposal
 

@@ -2,9 +2,10 @@
 
 Anything with `score(messages, tools, proposal) -> (score | None, calls)` is a verifier, a
 trained classifier included. `SchemaVerifier` checks tool calls against their JSON schemas for
-free, `ConfidenceVerifier` reads the proposer's own confidence and `KindVerifier` its probability
-of the chosen kind, `JudgeVerifier` and `ChatModelJudge` ask a model, and `VerifierChain` runs several in order. A verifier that raises
-or times out fails closed: the speculation graph counts it as REJECT.
+free. `ConfidenceVerifier` reads the proposer's own confidence and `KindVerifier` its probability
+of the chosen kind. `JudgeVerifier` and `ChatModelJudge` ask a model, and `VerifierChain` runs
+several in order. A verifier that raises or times out fails closed: the speculation graph counts
+it as REJECT.
 """
 
 from __future__ import annotations

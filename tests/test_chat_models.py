@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 
 from spec_agent.chat_models import SpecAgentChatModel
 from spec_agent.cost import ModelCall
 from spec_agent.hf import Generation, GenerationConfig, HFChatModel
 from spec_agent.prompts import KIND_OPENINGS
-from spec_agent.proposers import ChatModelProposer, as_proposer
+from spec_agent.proposers import ChatModelProposer, as_proposer, proposal_from_message
 from tests.tiny_models import build_causal_lm
 
 
@@ -110,6 +110,12 @@ def test_chat_model_proposer_maps_calls():
     assert proposals[0].confidence == 0.75
     assert proposals[0].kind_probability == 0.6
     assert calls[0].prompt_tokens == 12
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1.5, -0.1, True, "0.9"])
+def test_reported_kind_probability_checked(value):
+    reply = AIMessage("final_answer: done", response_metadata={"kind_probability": value})
+    assert proposal_from_message(reply).kind_probability is None
 
 
 def test_tiny_transformers_model_runs(tmp_path):

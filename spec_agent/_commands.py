@@ -177,7 +177,8 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
 
 def _verifier(choice: str, kind_prior: bool = False) -> Any:
     """Return the verifier of D and E: the cheap model's confidence, its kind probability or a
-    trained classifier. With `kind_prior`, the score is multiplied by the proposal's kind probability."""
+    trained classifier. With `kind_prior`, the score is multiplied by the proposal's kind probability,
+    except for `kind`, whose score already is that probability."""
     from spec_agent.verifiers import ConfidenceVerifier, KindVerifier, VerifierChain
 
     if choice == "confidence":

@@ -67,7 +67,7 @@ class KindVerifier:
     """The proposer's probability of the action kind it chose, among the kinds it chose from.
 
     A local proposer with kind openings reports it (`Proposal.kind_probability`): its opening
-    head's softmax, or the openings' likelihoods normalised over them. It speaks to the kind only,
+    head's softmax, or the openings' likelihoods normalised over them. It measures the kind only,
     which is where a small proposer errs most, and it costs nothing. Proposals without it get None,
     which a chain counts as a failure, so pair it only with proposers that report it.
     """
@@ -77,7 +77,7 @@ class KindVerifier:
     def score(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
     ) -> tuple[float | None, list[ModelCall]]:
-        """Return the proposal's kind probability; None when the proposer reported none."""
+        """Return the proposal's kind probability, or None when the proposer reported none."""
         return proposal.kind_probability, []
 
 

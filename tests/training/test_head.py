@@ -86,9 +86,9 @@ def test_kind_threshold_on_validation():
     # Rows 0 and 1 choose the right kind with high probability, rows 2 and 3 the wrong one with low.
     gold = torch.tensor([0, 0, 1, 1])
     calibration = kind_probability_calibration(head, Features(torch.zeros(4, 2), loglik, gold))
-    sure = float(torch.softmax(loglik[1], dim=0)[0])
+    lowest_right = float(torch.softmax(loglik[1], dim=0)[0])
     assert calibration["kind_roc_auc"] == 1.0
-    assert calibration["kind_threshold"] == pytest.approx(sure, abs=1e-4)
+    assert calibration["kind_threshold"] == pytest.approx(lowest_right, abs=1e-4)
     assert kind_probability_calibration(head, Features(torch.zeros(4, 2), loglik, torch.zeros(4, dtype=torch.long))) == {}
 
 

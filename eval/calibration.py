@@ -9,8 +9,17 @@ replay gives accuracy, cost and escalation for every candidate threshold, and th
   ties go to the more accurate, then to the higher threshold.
 
 When no threshold meets the target, the closest one is kept (least escalation, or most accuracy)
-and the result says the target was missed. Per-kind thresholds apply the same rule to the examples
-whose proposal has that action kind, for kinds with enough support.
+and the result says the target was missed.
+
+Per-kind thresholds are chosen together, for kinds with enough support, against the same target
+over all examples: rarer kinds and unparsed proposals keep the global threshold. Holding each kind
+to the target on its own would escalate every proposal of a kind the cheap model often gets wrong,
+however cheap its right proposals are to recognise. The joint choice prices the constrained
+resource (cost under a floor, escalations under a budget) at a price in correct examples, lets each
+kind take its best threshold at that price, and keeps the best combination over a grid of prices
+that meets the target. Each price's combination is optimal for its own cost or escalation, but the
+grid reaches only combinations on the convex hull of the trade-off, so the single global threshold
+for every kind is compared too and kept when the per-kind choice does no better.
 
 The result is written as `thresholds.json`: `{"judge": t, "verifier": t, "by_kind": {kind: t}}`.
 `by_kind` applies to the verifier score (configurations D and E). `load_thresholds` reads it back
@@ -21,10 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -38,6 +48,8 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {"judge": 0.5, "verifier": 0.5, "by_kind": 
 """Thresholds used where a file sets none: the benchmark's defaults."""
 _SCORE_QUANTILES = 200
 """Observed-score quantiles added to the even grid, so that a threshold can sit on a boundary."""
+_PRICES = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 241)])
+"""Prices of a unit of cost or of one escalation, in correct examples, tried by the joint per-kind choice."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +107,10 @@ class Calibration:
 
     choices: tuple[ThresholdChoice, ...]
     thresholds: dict[str, Any] = field(default_factory=dict)
+    combined: ThresholdChoice | None = None
+    """Result of the global and per-kind verifier thresholds together over all examples.
+
+    None when no kind has per-kind support or per-kind calibration is off."""
 
 
 def candidate_thresholds(scores: np.ndarray, grid_points: int) -> np.ndarray:
@@ -157,29 +173,140 @@ def calibrate(frame: ReplayFrame, config: CalibrationConfig) -> Calibration:
             "benchmark with configurations A, B, C and D on the calibration examples."
         )
     choices = [calibrate_score(frame, score, config) for score in sources]  # type: ignore[arg-type]
-    if config.per_kind and "verifier" in frame.scores:
-        choices += _per_kind(frame, config)
     for choice in choices:
         if not choice.met:
-            logger.warning(
-                "No %s threshold%s reaches the calibration target; kept %s (escalation %.3f, "
-                "accuracy %.3f)", choice.score, f" for kind {choice.kind}" if choice.kind else "",
-                choice.threshold, choice.escalation_rate, choice.accuracy,
-            )
-    return Calibration(choices=tuple(choices), thresholds=_thresholds(choices))
+            logger.warning("No %s threshold reaches the calibration target; kept %s (escalation %.3f, "
+                           "accuracy %.3f)", choice.score, choice.threshold, choice.escalation_rate, choice.accuracy)
+    combined = None
+    if config.per_kind and "verifier" in frame.scores:
+        default = next(choice for choice in choices if choice.score == "verifier")
+        per_kind, combined = _per_kind(frame, config, default)
+        choices += per_kind
+        if combined is not None and not combined.met:
+            logger.warning("No per-kind verifier thresholds reach the calibration target; kept the closest "
+                           "(escalation %.3f, accuracy %.3f)", combined.escalation_rate, combined.accuracy)
+    return Calibration(choices=tuple(choices), thresholds=_thresholds(choices), combined=combined)
 
 
-def _per_kind(frame: ReplayFrame, config: CalibrationConfig) -> list[ThresholdChoice]:
-    choices = []
+@dataclass(frozen=True)
+class _Curve:
+    """Totals over one group of examples at each candidate threshold of the verifier score."""
+
+    thresholds: np.ndarray
+    correct: np.ndarray
+    """Correct examples (by kind or by full action, as calibrated)."""
+    known: np.ndarray
+    """Examples whose correctness is known."""
+    cost: np.ndarray
+    escalated: np.ndarray
+
+    @classmethod
+    def of(cls, frame: ReplayFrame, thresholds: np.ndarray, config: CalibrationConfig) -> _Curve:
+        """Replay the frame at every threshold and keep the sums."""
+        result = sweep(frame, thresholds, score="verifier")
+        if config.accuracy == "kind":
+            known = np.full(len(thresholds), float(frame.n))
+            correct = result.kind_accuracy * frame.n
+        else:
+            known = frame.n - result.full_unknown.astype(float)
+            correct = np.nan_to_num(result.full_accuracy) * known
+        return cls(thresholds, correct, known, result.cost * frame.n, result.escalation_rate * frame.n)
+
+    def best(self, price: float, *, budget: bool) -> int:
+        """Return the index that maximises correct examples minus `price` per unit of cost or escalation."""
+        used = self.escalated if budget else self.cost
+        # Sort keys, last one primary: value up, then correct examples up, then threshold up.
+        return int(np.lexsort((self.thresholds, self.correct, self.correct - price * used))[-1])
+
+
+class _Combination(NamedTuple):
+    """One threshold per supported kind, and what it gives over all examples."""
+
+    accuracy: float
+    cost: float
+    escalation: float
+    at_default: int
+    """Kinds whose threshold is the global one; ties go to more of them."""
+    picks: tuple[int, ...]
+    """Index into each kind's curve."""
+
+
+def _per_kind(
+    frame: ReplayFrame, config: CalibrationConfig, default: ThresholdChoice
+) -> tuple[list[ThresholdChoice], ThresholdChoice | None]:
+    """Choose thresholds for the well-supported kinds together; see the module docstring."""
     kinds, counts = np.unique(frame.proposal_kind[frame.valid].astype(str), return_counts=True)
+    supported = []
     for kind, count in zip(kinds, counts, strict=True):
-        if count < config.min_support:
+        if count >= config.min_support:
+            supported.append(str(kind))
+        else:
             logger.info("Kind %s has %s proposals (< %s); it uses the global threshold", kind, count,
                         config.min_support)
-            continue
-        subset = frame.subset(frame.proposal_kind == kind)
-        choices.append(calibrate_score(subset, "verifier", config, kind=str(kind)))
-    return choices
+    if not supported:
+        return [], None
+    subsets = [frame.subset(frame.valid & (frame.proposal_kind == kind)) for kind in supported]
+    curves = []
+    for subset in subsets:
+        candidates = candidate_thresholds(subset.scores["verifier"], config.grid_points)
+        curves.append(_Curve.of(subset, np.unique(np.append(candidates, default.threshold)), config))
+    others = frame.subset(~(frame.valid & np.isin(frame.proposal_kind, supported)))
+    others_curve = _Curve.of(others, np.asarray([default.threshold]), config) if others.n else None
+    budget = config.max_escalation is not None
+    at_default = tuple(int(np.flatnonzero(curve.thresholds == default.threshold)[0]) for curve in curves)
+    candidates = {at_default} | {tuple(curve.best(price, budget=budget) for curve in curves) for price in _PRICES}
+    combinations = [_combine(curves, picks, at_default, others_curve, frame.n) for picks in candidates]
+    best = _pick_combination(combinations, config)
+    if budget:
+        met = best.escalation <= config.max_escalation + 1e-12
+    else:
+        met = best.accuracy >= config.min_accuracy - 1e-12
+    choices = []
+    for kind, subset, curve, index in zip(supported, subsets, curves, best.picks, strict=True):
+        known = curve.known[index]
+        choices.append(ThresholdChoice(
+            score="verifier", threshold=round(float(curve.thresholds[index]), 6), met=bool(met), n=subset.n,
+            accuracy=float(curve.correct[index] / known) if known else math.nan,
+            cost=float(curve.cost[index] / subset.n), escalation_rate=float(curve.escalated[index] / subset.n),
+            kind=kind,
+        ))
+    combined = ThresholdChoice(score="verifier", threshold=default.threshold, met=bool(met), n=frame.n,
+                               accuracy=best.accuracy, cost=best.cost, escalation_rate=best.escalation)
+    return choices, combined
+
+
+def _combine(
+    curves: list[_Curve], picks: tuple[int, ...], at_default: tuple[int, ...], others: _Curve | None, n: int
+) -> _Combination:
+    """Return accuracy, mean cost and escalation rate over all `n` examples of one combination."""
+    parts = [(curve.correct[i], curve.known[i], curve.cost[i], curve.escalated[i]) for curve, i in zip(curves, picks)]
+    if others is not None:
+        parts.append((others.correct[0], others.known[0], others.cost[0], others.escalated[0]))
+    correct, known, cost, escalated = (float(sum(values)) for values in zip(*parts, strict=True))
+    # Rounded so that equal totals summed in another order still tie.
+    return _Combination(
+        accuracy=round(correct / known, 12) if known else math.nan,
+        cost=round(cost / n, 12),
+        escalation=round(escalated / n, 12),
+        at_default=sum(pick == base for pick, base in zip(picks, at_default)),
+        picks=picks,
+    )
+
+
+def _pick_combination(combinations: list[_Combination], config: CalibrationConfig) -> _Combination:
+    """Apply the target's rule (module docstring) to whole combinations instead of thresholds."""
+    def accuracy(item: _Combination) -> float:
+        return -1.0 if math.isnan(item.accuracy) else item.accuracy
+
+    if config.max_escalation is not None:
+        feasible = [item for item in combinations if item.escalation <= config.max_escalation + 1e-12]
+        if feasible:
+            return max(feasible, key=lambda item: (accuracy(item), -item.cost, item.at_default))
+        return min(combinations, key=lambda item: (item.escalation, -accuracy(item), -item.at_default))
+    feasible = [item for item in combinations if accuracy(item) >= config.min_accuracy - 1e-12]
+    if feasible:
+        return min(feasible, key=lambda item: (item.cost, -accuracy(item), -item.at_default))
+    return max(combinations, key=lambda item: (accuracy(item), -item.cost, item.at_default))
 
 
 def _thresholds(choices: list[ThresholdChoice]) -> dict[str, Any]:

@@ -294,10 +294,13 @@ def calibrate_command(
     table = Table(title=f"Thresholds calibrated on run {chosen}")
     for column in ("Score", "Kind", "Threshold", "Target met", "n", "Accuracy", "Cost", "Escalation"):
         table.add_column(column)
-    for choice in result.choices:
+    rows = [(choice, choice.kind or "all", f"{choice.threshold:g}") for choice in result.choices]
+    if result.combined is not None:
+        rows.append((result.combined, "all, with per-kind", "-"))
+    for choice, kind, threshold in rows:
         table.add_row(
-            choice.score, choice.kind or "all", f"{choice.threshold:g}", _mark(choice.met),
-            str(choice.n), f"{choice.accuracy:.3f}", f"{choice.cost:.3f}", f"{choice.escalation_rate:.3f}",
+            choice.score, kind, threshold, _mark(choice.met), str(choice.n),
+            f"{choice.accuracy:.3f}", f"{choice.cost:.3f}", f"{choice.escalation_rate:.3f}",
         )
     console.print(table)
     console.print(f"Wrote {out}")

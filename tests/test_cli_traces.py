@@ -126,6 +126,16 @@ def test_calibrate_writes_file(app, stored, tmp_path):
     assert thresholds["by_kind"] == {}
 
 
+def test_calibrate_per_kind_row(app, stored, tmp_path):
+    url, _ = stored
+    out = tmp_path / "thresholds.json"
+    result = _invoke(app, "calibrate", "--store", url, "--max-escalation", "0.5", "--min-support", "1",
+                     "--out", str(out))
+    assert result.exit_code == 0
+    assert "all, with per-kind" in result.output
+    assert json.loads(out.read_text())["by_kind"]
+
+
 def test_calibrate_needs_target(app, stored, tmp_path):
     url, _ = stored
     result = runner.invoke(app, ["calibrate", "--store", url, "--out", str(tmp_path / "t.json")])

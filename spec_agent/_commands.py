@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 PACKAGES = ("torch", "transformers", "langgraph", "langchain-core", "sqlalchemy", "peft", "trl")
 
 
+SPLITS: tuple[str, ...] = ("eval", "heldout", "train")
+"""Built-in BFCL splits the benchmark can run on."""
+
+
 def default_dataset_dir() -> Path:
     """Return the folder of the built-in BFCL dataset inside the asset cache."""
     from spec_agent.assets import cache_dir
@@ -53,19 +57,29 @@ def build_bfcl_dataset(out: Path | None, *, console: Console) -> Any:
 def load_eval_examples(
     dataset: Path | None, *, console: Console, split: str = "eval"
 ) -> tuple[list[Any], Path]:
-    """Load examples from `dataset`, or a split of the built-in BFCL data (built if missing)."""
+    """Load examples from `dataset`, or a split of the built-in BFCL data (built if missing).
+
+    `split` is `eval`, `train`, or `heldout`: the train-split scenarios that the `cpu-default`
+    recipe, which trained the shipped models, keeps out of training.
+    """
     from spec_agent.eval.schema import read_examples
 
     if dataset is not None:
         return read_examples(dataset), dataset
-    if split not in ("train", "eval"):
-        raise ConfigError(f"Invalid split {split!r}; use 'eval', or 'train' for a calibration run.")
+    if split not in SPLITS:
+        raise ConfigError(f"Invalid split {split!r}; use 'eval', or 'heldout' (or 'train') for a calibration run.")
     folder = default_dataset_dir()
-    path = folder / f"{split}.jsonl"
+    path = folder / ("train.jsonl" if split == "heldout" else f"{split}.jsonl")
     if not path.exists():
         console.print(f"Building the BFCL dataset in {folder} (first run only)")
         build_bfcl_dataset(folder, console=console)
-    return read_examples(path), path
+    examples = read_examples(path)
+    if split == "heldout":
+        from spec_agent.training.pipeline import heldout_examples
+        from spec_agent.training.recipes import load_recipe
+
+        examples = heldout_examples(examples, load_recipe("cpu-default"))
+    return examples, path
 
 
 def run_bench(

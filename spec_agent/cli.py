@@ -70,7 +70,7 @@ def bench(
     limit: Annotated[int, typer.Option(help="Examples to run, sampled from the eval split; 0 runs all.")] = DEFAULT_LIMIT,
     configs: Annotated[str, typer.Option(help="Configuration letters to run, e.g. ABCDE or AD.")] = "ABCDE",
     dataset: Annotated[Path | None, typer.Option(help="Eval set (.jsonl or .parquet); default: the BFCL eval split.")] = None,
-    split: Annotated[str, typer.Option(help="Built-in BFCL split: eval, or train for a calibration run.")] = "eval",
+    split: Annotated[str, typer.Option(help="Built-in BFCL split: eval; heldout for a calibration run (train-split scenarios the shipped models were not trained on); or train.")] = "eval",
     out: Annotated[Path, typer.Option(help="Folder for the run's report files.")] = Path("runs"),
     store: Annotated[str | None, typer.Option(help="Trace store URL; default: sqlite:///<out>/traces.sqlite.")] = None,
     resume: Annotated[str | None, typer.Option(help="Run id to continue; stored examples are skipped.")] = None,

@@ -75,6 +75,15 @@ def dataset_folder(recipe: Recipe) -> Path:
     return default_dataset_dir()
 
 
+def heldout_examples(examples: Sequence[Example], recipe: Recipe) -> list[Example]:
+    """Return the train-split examples of the scenarios that the recipe keeps out of training.
+
+    No proposer, opening head or verifier trained with the recipe was fitted on them, so a
+    calibration run on them is not flattered by training rows.
+    """
+    return [example for example in examples if _split_of(example, recipe) == "heldout"]
+
+
 def _split_of(example: Example, recipe: Recipe) -> str:
     verifier = recipe.verifier
     return assign_split(example.scenario, calibration=verifier.calibration_fraction,

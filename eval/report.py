@@ -239,8 +239,11 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
     prior = " times the cheap proposal's kind probability" if settings.get("kind_prior") else ""
     threshold = (settings.get("thresholds") or {}).get("verifier")
     if settings.get("verifier") == "kind":
+        by_kind = settings.get("thresholds_by_kind") or {}
+        per_kind = ", ".join(f"{kind} {_number(value)}" for kind, value in sorted(by_kind.items()))
         lines.append(f"- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold "
-                     f"{_number(threshold)}")
+                     f"{_number(threshold)}" + (f"; per kind {per_kind}" if per_kind else ""))
+        lines += _escalation_line(((trained.get("cheap") or {}).get("opening_head") or {}).get("escalation"))
     elif verifier is None:
         lines.append(f"- Verifier of D and E: {settings.get('verifier', MISSING)}{prior}, threshold "
                      f"{_number(threshold)}")
@@ -250,6 +253,17 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`{prior}; ROC AUC of the "
                      f"classifier on held-out train-split pairs {_number(auc)}; threshold {_number(threshold)}")
     return lines
+
+
+def _escalation_line(escalation: dict[str, Any] | None) -> list[str]:
+    """Describe how `spec-agent train head` chose D's kind thresholds, when it did."""
+    if not escalation:
+        return []
+    missed = "" if escalation.get("met") else " (no thresholds reached the floor; the closest were kept)"
+    return [f"- D's kind thresholds were chosen on {escalation.get('rows', MISSING)} held-out train-split examples "
+            f"as the cheapest that keep D's kind accuracy within {_number(escalation.get('max_accuracy_drop'))} of "
+            f"the strong head's ({_number(escalation.get('strong_accuracy'))}): there D scored "
+            f"{_number(escalation.get('accuracy'))} at cost {_number(escalation.get('cost'))}{missed}"]
 
 
 def _column(key: str, label: str | None = None) -> str:

@@ -59,10 +59,15 @@ def head_command(
     output: OutputOption = Path("runs/train"),
     role: RoleOption = "both",
 ) -> None:
-    """Fit the opening head of each trained proposer: a linear kind classifier on its hidden state."""
+    """Fit the opening head of each trained proposer: a linear kind classifier on its hidden state.
+
+    With both heads fitted, D's kind-probability thresholds are calibrated on their held-out rows.
+    """
     loaded = _load(recipe, None)
     for name in _roles(role):
         _run(lambda name=name: _head(loaded, output, name), f"head --role {name}", recipe, output)
+    if role == "both":
+        _kind_thresholds(loaded, output)
 
 
 @train_app.command("verifier")
@@ -89,6 +94,7 @@ def all_command(
     if loaded.proposer.head_examples:
         for name in ("cheap", "strong"):
             _run(lambda name=name: _head(loaded, output, name), "all", recipe, output)
+        _kind_thresholds(loaded, output)
     _run(lambda: _verifier(loaded, output), "all", recipe, output)
 
 
@@ -142,6 +148,21 @@ def _verifier(recipe, output: Path):  # noqa: ANN001, ANN202
 def _head(recipe, output: Path, role: str):  # noqa: ANN001, ANN202
     with _progress(f"Features of the {role} proposer for its opening head") as advance:
         return _pipeline().train_head(recipe, output, role, progress=advance)
+
+
+def _kind_thresholds(recipe, output: Path) -> None:  # noqa: ANN001
+    try:
+        chosen = _pipeline().calibrate_kind_thresholds(recipe, output)
+    except SpecAgentError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in chosen["by_kind"].items()) or "none"
+    target = "" if chosen["met"] else " (target missed: the closest kept)"
+    console.print(
+        f"[green]D's kind thresholds[/green] on {chosen['rows']} held-out rows: {chosen['threshold']:.3f}, per kind "
+        f"{kinds}; kind accuracy {chosen['accuracy']:.3f} against the strong head's {chosen['strong_accuracy']:.3f} "
+        f"at cost {chosen['cost']:.3f}{target}"
+    )
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -106,8 +106,8 @@ def bench(
                                cheap_adapter=cheap_adapter, strong_adapter=strong_adapter, untrained=untrained,
                                opening_heads=not no_opening_head)
         verifier = trained.verifier
-        threshold = _verifier_threshold(verifier, verifier_threshold, trained.cheap_adapter, not no_opening_head)
-        chosen = {"judge": judge_threshold, "verifier": threshold, "by_kind": {}}
+        chosen = {"judge": judge_threshold, **_verifier_thresholds(verifier, verifier_threshold, trained.cheap_adapter,
+                                                                   strong_model, not no_opening_head)}
         if thresholds is not None:
             from spec_agent.eval.calibration import load_thresholds
 
@@ -145,21 +145,22 @@ def bench(
         _fail(error)
 
 
-def _verifier_threshold(verifier: str, threshold: float | None, cheap_adapter: str | None,
-                        opening_heads: bool) -> float:
+def _verifier_thresholds(verifier: str, threshold: float | None, cheap_adapter: str | None, strong_model: str,
+                         opening_heads: bool) -> dict[str, Any]:
+    """Return the verifier's threshold and per-kind thresholds: the given one, else the calibrated ones."""
     if threshold is not None:
-        return threshold
+        return {"verifier": threshold, "by_kind": {}}
     if verifier == "kind" and opening_heads:
-        from spec_agent.defaults import kind_threshold
+        from spec_agent.defaults import kind_thresholds
 
-        calibrated = kind_threshold(cheap_adapter)
+        calibrated = kind_thresholds(cheap_adapter, strong_model)
         if calibrated is not None:
             return calibrated
     if verifier in ("confidence", "kind"):
-        return 0.5
+        return {"verifier": 0.5, "by_kind": {}}
     from spec_agent.training.verifier import TrainedVerifier
 
-    return TrainedVerifier(verifier).threshold
+    return {"verifier": TrainedVerifier(verifier).threshold, "by_kind": {}}
 
 
 @app.command()

@@ -14,6 +14,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spec_agent.errors import ConfigError
 
@@ -93,6 +94,29 @@ def kind_threshold(adapter: str | Path | None) -> float | None:
         return None
     value = load_opening_head(path).metrics.get("kind_threshold")
     return None if value is None else float(value)
+
+
+def kind_thresholds(adapter: str | Path | None, strong_model: str) -> dict[str, Any] | None:
+    """Return D's kind-probability thresholds stored with the adapter's opening head, if any.
+
+    The result is `{"verifier": t, "by_kind": {kind: t}}`. When `spec-agent train head` calibrated
+    thresholds against `strong_model` (the `escalation` entry of the head's metrics), those are
+    returned. Otherwise the head's own `kind_threshold` is, without per-kind ones, since the per-kind
+    choice depends on what the strong model gets right.
+    """
+    from spec_agent.opening_head import find_opening_head, load_opening_head
+
+    path = find_opening_head(adapter)
+    if path is None:
+        return None
+    metrics = load_opening_head(path).metrics
+    escalation = metrics.get("escalation") or {}
+    if escalation.get("strong_model") == strong_model:
+        return {"verifier": float(escalation["threshold"]),
+                "by_kind": {kind: float(value) for kind, value in escalation.get("by_kind", {}).items()}}
+    if metrics.get("kind_threshold") is None:
+        return None
+    return {"verifier": float(metrics["kind_threshold"]), "by_kind": {}}
 
 
 def _as_text(path: Path | None) -> str | None:

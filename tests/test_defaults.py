@@ -61,6 +61,16 @@ def test_uncalibrated_head_keeps_verifier(shipped):
     assert defaults.kind_threshold(None) is None
 
 
+def test_kind_thresholds_follow_strong_model(shipped):
+    escalation = {"strong_model": "strong-asset", "threshold": 0.7, "by_kind": {"tool_call": 0.78}}
+    _save_head(shipped / "proposer-cheap-asset", {"kind_threshold": 0.8, "escalation": escalation})
+    adapter = shipped / "proposer-cheap-asset"
+    assert defaults.kind_thresholds(adapter, "strong-asset") == {"verifier": 0.7, "by_kind": {"tool_call": 0.78}}
+    # Per-kind thresholds depend on what the strong model gets right, so another one gets none.
+    assert defaults.kind_thresholds(adapter, "other-strong") == {"verifier": 0.8, "by_kind": {}}
+    assert defaults.kind_thresholds(None, "strong-asset") is None
+
+
 def test_untrained_uses_base_models(shipped):
     chosen = choose(untrained=True)
     assert chosen.cheap_adapter is None

@@ -7,6 +7,11 @@ cache as soon as they exist: an interrupted run keeps them, and a rerun computes
 Fitting is seconds. The L2 strength is chosen by cross-validation on the training rows, with the
 steps of one scenario in one fold, and the accuracy is reported on rows from held-out train-split
 scenarios, never on the eval split.
+
+Both proposers' heads see the same held-out rows, so those rows also show what configuration D
+would do at the kind level: accept the cheap head's kind when its probability reaches a threshold,
+else take the strong head's kind. `escalation_frame` turns them into a replay frame, and
+`calibrate_escalation` picks D's global and per-kind thresholds on it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from spec_agent.actions import ACTION_KINDS
 from spec_agent.errors import ConfigError
+from spec_agent.eval.calibration import Calibration, CalibrationConfig, calibrate
 from spec_agent.eval.schema import Example
 from spec_agent.opening_head import OpeningHead, fit_opening_head
 from spec_agent.prompts import KIND_OPENINGS, render_chat
@@ -209,3 +215,61 @@ def kind_probability_calibration(head: OpeningHead, validation: Features) -> dic
         return {}
     threshold = choose_threshold(scores, labels, policy="youden", target_precision=1.0)
     return {"kind_threshold": round(threshold, 4), "kind_roc_auc": round(float(roc_auc(scores, labels)), 4)}
+
+
+def escalation_frame(cheap: OpeningHead, cheap_rows: Features, strong: OpeningHead, strong_rows: Features) -> Any:
+    """Return a replay frame of configuration D on rows that both proposers' heads have features for.
+
+    Each row's proposal is the cheap head's kind, scored `verifier` with the head's probability of
+    it, as `KindVerifier` scores it, and an escalated row takes the strong head's kind. Heads choose
+    only the kind, so full correctness is unknown (NaN), and the prices are per call: a cheap call
+    for every row and a strong call for each escalated one.
+
+    Raises:
+        ConfigError: The two feature sets are not for the same rows in the same order.
+    """
+    import numpy as np
+    import torch
+
+    from spec_agent.cost import CostModel
+    from spec_agent.db.replay import ReplayFrame
+
+    if len(cheap_rows) != len(strong_rows) or not torch.equal(cheap_rows.gold, strong_rows.gold):
+        raise ConfigError(f"The cheap head's {len(cheap_rows)} rows and the strong head's {len(strong_rows)} are "
+                          "not the same examples; compute both heads' features on the same held-out sample.")
+    chosen = {}
+    for role, head, rows in (("cheap", cheap, cheap_rows), ("strong", strong, strong_rows)):
+        best = torch.softmax(head.logits(rows.hidden, rows.loglik), dim=1).max(dim=1)
+        chosen[role] = (best.values.numpy().astype(float), best.indices.numpy())
+    gold = cheap_rows.gold.numpy()
+    kinds = np.asarray(ACTION_KINDS, dtype=object)
+    n = len(cheap_rows)
+    prices = CostModel().call_prices
+    unknown = np.full(n, np.nan)
+    return ReplayFrame(
+        example_ids=tuple(str(row) for row in range(n)),
+        gold_kind=kinds[gold],
+        proposal_kind=kinds[chosen["cheap"][1]],
+        valid=np.ones(n, dtype=bool),
+        proposal_kind_correct=chosen["cheap"][1] == gold,
+        proposal_full_correct=unknown,
+        strong_kind_correct=chosen["strong"][1] == gold,
+        strong_full_correct=unknown,
+        scores={"verifier": chosen["cheap"][0]},
+        cheap_cost=np.full(n, float(prices["cheap"])),
+        score_cost={"verifier": np.zeros(n)},
+        strong_cost=np.full(n, float(prices["strong"])),
+        cheap_tokens=np.zeros(n),
+        weak_kind_accuracy=float((chosen["cheap"][1] == gold).mean()),
+        weak_full_accuracy=None,
+    )
+
+
+def calibrate_escalation(frame: Any, *, max_accuracy_drop: float, min_support: int = 20) -> Calibration:
+    """Pick D's global and per-kind thresholds of the kind probability on an `escalation_frame`.
+
+    They are the cheapest that keep D's kind accuracy within `max_accuracy_drop` of the strong
+    head's. A kind gets its own threshold when the cheap head chose it at least `min_support` times.
+    """
+    floor = max(0.0, float(frame.strong_kind_correct.mean()) - max_accuracy_drop)
+    return calibrate(frame, CalibrationConfig(min_accuracy=floor, min_support=min_support))

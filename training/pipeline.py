@@ -14,6 +14,7 @@ hard negatives are the trained cheap proposer's own mistakes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -130,7 +131,7 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
         ConfigError: The proposer has no finished adapter in `output`, or the recipe fits no head.
     """
     from spec_agent.hf import HFChatModel
-    from spec_agent.training.head import collect_features, fit_head, head_sample
+    from spec_agent.training.head import collect_features, fit_head
 
     settings = recipe.proposer
     if settings.head_examples == 0:
@@ -142,10 +143,7 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
         raise ConfigError(f"No trained {role} proposer in {str(adapter)!r}; run `spec-agent train proposer "
                           f"--role {role} --output {output}` first.")
     examples, _ = load_training_examples(dataset_folder(recipe))
-    train = head_sample([example for example in examples if _split_of(example, recipe) == "train"],
-                        settings.head_examples, seed=recipe.seed, salt="train")
-    validation = head_sample([example for example in examples if _split_of(example, recipe) == "heldout"],
-                             settings.head_validation_examples, seed=recipe.seed, salt="validation")
+    train, validation = _head_samples(recipe, examples)
     rows = {name: [{"id": item.id, "kind": item.action.kind, "source": item.source, "scenario": item.scenario}
                    for item in split] for name, split in (("train", train), ("validation", validation))}
     card = dataset_card(rows, source_sha256=file_sha256(dataset_folder(recipe) / "train.jsonl"))
@@ -187,6 +185,76 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
     _record_head(adapter, manifest)
     return RunReport(name=manifest["artifact"], folder=adapter, checkpoint_dir=cache, interrupted=False,
                      manifest=manifest)
+
+
+def _head_samples(recipe: Recipe, examples: Sequence[Example]) -> tuple[list[Example], list[Example]]:
+    """Return the opening heads' training and held-out validation examples; both proposers use these."""
+    from spec_agent.training.head import head_sample
+
+    settings = recipe.proposer
+    train = head_sample([example for example in examples if _split_of(example, recipe) == "train"],
+                        settings.head_examples, seed=recipe.seed, salt="train")
+    validation = head_sample([example for example in examples if _split_of(example, recipe) == "heldout"],
+                             settings.head_validation_examples, seed=recipe.seed, salt="validation")
+    return train, validation
+
+
+def calibrate_kind_thresholds(recipe: Recipe, output: Path) -> dict[str, Any]:
+    """Choose D's kind-probability thresholds on both opening heads' held-out rows and store them.
+
+    The thresholds are the cheapest whose replay on those rows keeps D's kind accuracy within the
+    recipe's `proposer.max_accuracy_drop` of the strong head's (`training.head.calibrate_escalation`).
+    They go into the cheap head's metrics, and its adapter's manifest, under `escalation`, with the
+    strong model they were chosen against. Both heads' features are read from their caches.
+
+    Raises:
+        ConfigError: A proposer has no opening head in `output`; run `spec-agent train head` first.
+    """
+    from spec_agent.hf import HFChatModel
+    from spec_agent.opening_head import find_opening_head, load_opening_head
+    from spec_agent.training.head import calibrate_escalation, collect_features, escalation_frame
+
+    examples, _ = load_training_examples(dataset_folder(recipe))
+    _, validation = _head_samples(recipe, examples)
+    heads, features = {}, {}
+    for role in ("cheap", "strong"):
+        adapter = proposer_adapter(output, role)
+        path = find_opening_head(adapter)
+        if path is None:
+            raise ConfigError(f"No opening head for the {role} proposer in {str(adapter)!r}; run `spec-agent train "
+                              f"head --role both --output {output}` first.")
+        heads[role] = load_opening_head(path)
+        # The model loads only for rows missing from the cache, which `train head` has filled.
+        model = HFChatModel(_proposer_model(recipe, role), role=role, adapter=adapter)
+        features[role] = collect_features(model, validation, adapter.parent / "head-features.jsonl")
+    frame = escalation_frame(heads["cheap"], features["cheap"], heads["strong"], features["strong"])
+    drop = recipe.proposer.max_accuracy_drop
+    result = calibrate_escalation(frame, max_accuracy_drop=drop)
+    summary = result.combined or next(choice for choice in result.choices if choice.score == "verifier")
+    escalation = {
+        "strong_model": recipe.proposer.strong_model,
+        "rows": frame.n,
+        "max_accuracy_drop": drop,
+        "strong_accuracy": round(float(frame.strong_kind_correct.mean()), 4),
+        "cheap_accuracy": round(float(frame.proposal_kind_correct.mean()), 4),
+        "threshold": result.thresholds["verifier"],
+        "by_kind": result.thresholds["by_kind"],
+        "accuracy": round(summary.accuracy, 4),
+        "cost": round(summary.cost, 4),
+        "escalation_rate": round(summary.escalation_rate, 4),
+        "met": summary.met,
+    }
+    cheap = proposer_adapter(output, "cheap")
+    head = heads["cheap"]
+    dataclasses.replace(head, metrics={**head.metrics, "escalation": escalation}).save(cheap)
+    manifest = cheap / MANIFEST_NAME
+    record = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    record.setdefault("opening_head", {}).setdefault("validation", {})["escalation"] = escalation
+    manifest.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("D's kind thresholds on %d held-out rows: %s, per kind %s; kind accuracy %.3f (strong %.3f) "
+                "at cost %.3f", frame.n, escalation["threshold"], escalation["by_kind"], escalation["accuracy"],
+                escalation["strong_accuracy"], escalation["cost"])
+    return escalation
 
 
 def _record_head(adapter: Path, manifest: dict[str, Any]) -> None:

@@ -41,6 +41,9 @@ class ProposerConfig:
     """Train-split rows on which each proposer's opening head is fitted; 0 fits no head."""
     head_validation_examples: int = 100
     """Rows from held-out train-split scenarios on which the head's kind accuracy is measured."""
+    max_accuracy_drop: float = 0.02
+    """Kind accuracy that D may lose against the strong proposer on those rows; it sets the floor at
+    which `train head` calibrates D's kind-probability thresholds."""
     max_length: int = 768
     """Maximum tokens of prompt plus target; older messages are dropped to fit, as at inference."""
     lora_r: int = 16
@@ -188,6 +191,8 @@ def _check_proposer(config: ProposerConfig) -> None:
              config.head_examples, "use 0 (no opening head) or at least 10 rows for cross-validation")
     _require(config.head_validation_examples >= 1, "proposer.head_validation_examples",
              config.head_validation_examples, "use a positive count")
+    _require(0.0 <= config.max_accuracy_drop <= 1.0, "proposer.max_accuracy_drop", config.max_accuracy_drop,
+             "use a share of accuracy in [0, 1], e.g. 0.02")
 
 
 def _check_verifier(config: VerifierConfig) -> None:

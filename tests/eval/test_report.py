@@ -267,6 +267,22 @@ def test_header_kind_verifier(tmp_path):
     assert "- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold 0.800" in markdown
 
 
+def test_header_kind_thresholds(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    escalation = {"rows": 300, "max_accuracy_drop": 0.02, "strong_accuracy": 0.79, "accuracy": 0.77, "cost": 0.413,
+                  "met": True}
+    config = {"settings": {"verifier": "kind", "thresholds": {"verifier": 0.77},
+                           "thresholds_by_kind": {"tool_call": 0.784, "BLOCKED": 0.401}},
+              "trained": {"cheap": {"folder": "/a", "steps": 16, "validation": {},
+                                    "opening_head": {"escalation": escalation}}}}
+    run_id = store.start_run(name="kind", config=config)
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert ("(`KindVerifier`), threshold 0.770; per kind BLOCKED 0.401, tool_call 0.784") in markdown
+    assert ("- D's kind thresholds were chosen on 300 held-out train-split examples as the cheapest that keep D's "
+            "kind accuracy within 0.020 of the strong head's (0.790): there D scored 0.770 at cost 0.413") in markdown
+
+
 def test_header_kind_prior(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     config = {"settings": {"verifier": "/v", "kind_prior": True, "thresholds": {"verifier": 0.25}},

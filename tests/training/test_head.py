@@ -22,7 +22,9 @@ from spec_agent.training.head import (
     L2_GRID,
     Features,
     _folds,
+    calibrate_escalation,
     collect_features,
+    escalation_frame,
     fit_head,
     kind_probability_calibration,
 )
@@ -78,9 +80,7 @@ def test_folds_keep_scenarios_whole(tmp_path, tiny_lm):
 
 def test_kind_threshold_on_validation():
     count = len(KIND_OPENINGS)
-    # The head's logits are the log-likelihood columns, so each row's scores set its probabilities.
-    head = OpeningHead(openings=KIND_OPENINGS, weight=torch.cat([torch.zeros(count, 2), torch.eye(count)], dim=1),
-                       bias=torch.zeros(count), mean=torch.zeros(2 + count), scale=torch.ones(2 + count))
+    head = _likelihood_head()
     loglik = torch.zeros(4, count)
     loglik[:, 0] = torch.tensor([6.0, 5.0, 1.0, 0.5])
     # Rows 0 and 1 choose the right kind with high probability, rows 2 and 3 the wrong one with low.
@@ -90,6 +90,66 @@ def test_kind_threshold_on_validation():
     assert calibration["kind_roc_auc"] == 1.0
     assert calibration["kind_threshold"] == pytest.approx(lowest_right, abs=1e-4)
     assert kind_probability_calibration(head, Features(torch.zeros(4, 2), loglik, torch.zeros(4, dtype=torch.long))) == {}
+
+
+def _likelihood_head():
+    """Return a head whose logits are the log-likelihood columns, so each row's scores set its probabilities."""
+    count = len(KIND_OPENINGS)
+    return OpeningHead(openings=KIND_OPENINGS, weight=torch.cat([torch.zeros(count, 2), torch.eye(count)], dim=1),
+                       bias=torch.zeros(count), mean=torch.zeros(2 + count), scale=torch.ones(2 + count))
+
+
+def test_escalation_frame_replays_both_heads():
+    count = len(KIND_OPENINGS)
+    gold = torch.tensor([0, 0, 1, 1])
+    # The cheap head chooses kind 0 everywhere, sure on the rows where it is right, unsure elsewhere.
+    cheap = torch.zeros(4, count)
+    cheap[:, 0] = torch.tensor([6.0, 5.0, 1.0, 0.5])
+    # The strong head chooses the gold kind everywhere.
+    strong = torch.nn.functional.one_hot(gold, count).float() * 8.0
+    frame = escalation_frame(_likelihood_head(), Features(torch.zeros(4, 2), cheap, gold),
+                             _likelihood_head(), Features(torch.zeros(4, 2), strong, gold))
+    assert list(frame.proposal_kind) == ["tool_call"] * 4
+    assert list(frame.gold_kind) == ["tool_call", "tool_call", "retrieval", "retrieval"]
+    assert frame.proposal_kind_correct.tolist() == [True, True, False, False]
+    assert frame.strong_kind_correct.all()
+    assert frame.scores["verifier"][0] == pytest.approx(float(torch.softmax(cheap[0], dim=0)[0]))
+    result = calibrate_escalation(frame, max_accuracy_drop=0.0, min_support=1)
+    assert result.combined.met
+    assert result.combined.accuracy == 1.0
+    # Only the two unsure rows go to the strong model: 0.15 per cheap call, 1.0 per strong call.
+    assert result.combined.escalation_rate == 0.5
+    assert result.combined.cost == pytest.approx(0.65)
+
+
+def test_escalation_frame_needs_same_rows():
+    rows = Features(torch.zeros(2, 2), torch.zeros(2, len(KIND_OPENINGS)), torch.tensor([0, 1]))
+    other = Features(torch.zeros(2, 2), torch.zeros(2, len(KIND_OPENINGS)), torch.tensor([1, 1]))
+    with pytest.raises(ConfigError, match="not the same examples"):
+        escalation_frame(_likelihood_head(), rows, _likelihood_head(), other)
+
+
+def test_head_both_roles_calibrates_kind_thresholds(tmp_path, dataset_dir, tiny_lm):
+    from spec_agent.defaults import kind_thresholds
+    from spec_agent.training.recipes import load_recipe
+
+    path = _recipe(tmp_path, dataset_dir, tiny_lm, head_examples=10, head_validation_examples=6)
+    output = tmp_path / "out"
+    for command in (["proposer", "--max-steps", "1", "--role", "both"], ["head", "--role", "both"]):
+        result = runner.invoke(train_app, [*command, "--recipe", str(path), "--output", str(output)])
+        assert result.exit_code == 0, result.output
+    adapter = output / "proposer-cheap" / "adapter"
+    manifest = json.loads((adapter / "training-manifest.json").read_text())
+    rows = manifest["opening_head"]["validation"]["validation_rows"]
+    assert f"D's kind thresholds on {rows} held-out rows" in " ".join(result.output.split())
+    escalation = load_opening_head(adapter).metrics["escalation"]
+    recipe = load_recipe(path)
+    assert escalation["strong_model"] == recipe.proposer.strong_model
+    assert escalation["rows"] == rows
+    assert 0.0 <= escalation["escalation_rate"] <= 1.0
+    assert manifest["opening_head"]["validation"]["escalation"] == escalation
+    chosen = kind_thresholds(adapter, recipe.proposer.strong_model)
+    assert chosen == {"verifier": escalation["threshold"], "by_kind": escalation["by_kind"]}
 
 
 def test_fit_head_reports_accuracies(tmp_path, tiny_lm):

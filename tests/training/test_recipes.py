@@ -53,6 +53,11 @@ def test_missing_name_named():
         recipe_from_dict({})
 
 
+def test_accuracy_drop_checked():
+    with pytest.raises(ConfigError, match=r"proposer.max_accuracy_drop=1.5: use a share of accuracy in \[0, 1\]"):
+        recipe_from_dict({"name": "x", "proposer": {"max_accuracy_drop": 1.5}})
+
+
 def test_split_shares_checked():
     with pytest.raises(ConfigError, match="verifier.calibration_fraction"):
         recipe_from_dict({"name": "x", "verifier": {"calibration_fraction": 0.0}})

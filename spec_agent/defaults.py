@@ -100,10 +100,11 @@ def kind_thresholds(adapter: str | Path | None, strong_model: str) -> dict[str, 
     """Return D's kind-probability thresholds stored with the adapter's opening head, if any.
 
     The result is `{"verifier": t, "by_kind": {kind: t}}`. When `spec-agent train head` calibrated
-    thresholds against `strong_model` (the `escalation` entry of the head's metrics), those are
-    returned. Otherwise the head's own `kind_threshold` is, without per-kind ones, since the per-kind
-    choice depends on what the strong model gets right.
+    thresholds against `strong_model` (the `escalation` entry of the head's metrics), it returns
+    those. Otherwise it returns the head's own `kind_threshold` with no per-kind ones, because
+    per-kind thresholds depend on what the strong model gets right.
     """
+    # NOTE: only the strong model's name is compared; a different adapter on it keeps the thresholds.
     from spec_agent.opening_head import find_opening_head, load_opening_head
 
     path = find_opening_head(adapter)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spec_agent.actions import ACTION_KINDS
+from spec_agent.db.replay import ReplayFrame
 from spec_agent.errors import ConfigError
 from spec_agent.eval.calibration import Calibration, CalibrationConfig, calibrate
 from spec_agent.eval.schema import Example
@@ -217,7 +218,9 @@ def kind_probability_calibration(head: OpeningHead, validation: Features) -> dic
     return {"kind_threshold": round(threshold, 4), "kind_roc_auc": round(float(roc_auc(scores, labels)), 4)}
 
 
-def escalation_frame(cheap: OpeningHead, cheap_rows: Features, strong: OpeningHead, strong_rows: Features) -> Any:
+def escalation_frame(
+    cheap: OpeningHead, cheap_rows: Features, strong: OpeningHead, strong_rows: Features
+) -> ReplayFrame:
     """Return a replay frame of configuration D on rows that both proposers' heads have features for.
 
     Each row's proposal is the cheap head's kind, scored `verifier` with the head's probability of
@@ -232,7 +235,6 @@ def escalation_frame(cheap: OpeningHead, cheap_rows: Features, strong: OpeningHe
     import torch
 
     from spec_agent.cost import CostModel
-    from spec_agent.db.replay import ReplayFrame
 
     if len(cheap_rows) != len(strong_rows) or not torch.equal(cheap_rows.gold, strong_rows.gold):
         raise ConfigError(f"The cheap head's {len(cheap_rows)} rows and the strong head's {len(strong_rows)} are "
@@ -265,7 +267,7 @@ def escalation_frame(cheap: OpeningHead, cheap_rows: Features, strong: OpeningHe
     )
 
 
-def calibrate_escalation(frame: Any, *, max_accuracy_drop: float, min_support: int = 20) -> Calibration:
+def calibrate_escalation(frame: ReplayFrame, *, max_accuracy_drop: float, min_support: int = 20) -> Calibration:
     """Pick D's global and per-kind thresholds of the kind probability on an `escalation_frame`.
 
     They are the cheapest that keep D's kind accuracy within `max_accuracy_drop` of the strong

@@ -256,11 +256,7 @@ def _per_kind(
     at_default = tuple(int(np.flatnonzero(curve.thresholds == default.threshold)[0]) for curve in curves)
     candidates = {at_default} | {tuple(curve.best(price, budget=budget) for curve in curves) for price in _PRICES}
     combinations = [_combine(curves, picks, at_default, others_curve, frame.n) for picks in candidates]
-    best = _pick_combination(combinations, config)
-    if budget:
-        met = best.escalation <= config.max_escalation + 1e-12
-    else:
-        met = best.accuracy >= config.min_accuracy - 1e-12
+    best, met = _pick_combination(combinations, config)
     choices = []
     for kind, subset, curve, index in zip(supported, subsets, curves, best.picks, strict=True):
         known = curve.known[index]
@@ -293,20 +289,23 @@ def _combine(
     )
 
 
-def _pick_combination(combinations: list[_Combination], config: CalibrationConfig) -> _Combination:
-    """Apply the target's rule (module docstring) to whole combinations instead of thresholds."""
+def _pick_combination(combinations: list[_Combination], config: CalibrationConfig) -> tuple[_Combination, bool]:
+    """Apply the target's rule (module docstring) to whole combinations instead of thresholds.
+
+    Returns the combination picked and whether it met the target, as `choose` does for thresholds.
+    """
     def accuracy(item: _Combination) -> float:
         return -1.0 if math.isnan(item.accuracy) else item.accuracy
 
     if config.max_escalation is not None:
         feasible = [item for item in combinations if item.escalation <= config.max_escalation + 1e-12]
         if feasible:
-            return max(feasible, key=lambda item: (accuracy(item), -item.cost, item.at_default))
-        return min(combinations, key=lambda item: (item.escalation, -accuracy(item), -item.at_default))
+            return max(feasible, key=lambda item: (accuracy(item), -item.cost, item.at_default)), True
+        return min(combinations, key=lambda item: (item.escalation, -accuracy(item), -item.at_default)), False
     feasible = [item for item in combinations if accuracy(item) >= config.min_accuracy - 1e-12]
     if feasible:
-        return min(feasible, key=lambda item: (item.cost, -accuracy(item), -item.at_default))
-    return max(combinations, key=lambda item: (accuracy(item), -item.cost, item.at_default))
+        return min(feasible, key=lambda item: (item.cost, -accuracy(item), -item.at_default)), True
+    return max(combinations, key=lambda item: (accuracy(item), -item.cost, item.at_default)), False
 
 
 def _thresholds(choices: list[ThresholdChoice]) -> dict[str, Any]:

@@ -87,12 +87,7 @@ def kind_threshold(adapter: str | Path | None) -> float | None:
     `spec-agent train head` chooses it on held-out train-split scenarios (Youden's J of the head's
     probability of its chosen kind against that kind being right).
     """
-    from spec_agent.opening_head import find_opening_head, load_opening_head
-
-    path = find_opening_head(adapter)
-    if path is None:
-        return None
-    value = load_opening_head(path).metrics.get("kind_threshold")
+    value = (_head_metrics(adapter) or {}).get("kind_threshold")
     return None if value is None else float(value)
 
 
@@ -105,12 +100,9 @@ def kind_thresholds(adapter: str | Path | None, strong_model: str) -> dict[str, 
     per-kind thresholds depend on what the strong model gets right.
     """
     # NOTE: only the strong model's name is compared; a different adapter on it keeps the thresholds.
-    from spec_agent.opening_head import find_opening_head, load_opening_head
-
-    path = find_opening_head(adapter)
-    if path is None:
+    metrics = _head_metrics(adapter)
+    if metrics is None:
         return None
-    metrics = load_opening_head(path).metrics
     escalation = metrics.get("escalation") or {}
     if escalation.get("strong_model") == strong_model:
         return {"verifier": float(escalation["threshold"]),
@@ -118,6 +110,14 @@ def kind_thresholds(adapter: str | Path | None, strong_model: str) -> dict[str, 
     if metrics.get("kind_threshold") is None:
         return None
     return {"verifier": float(metrics["kind_threshold"]), "by_kind": {}}
+
+
+def _head_metrics(adapter: str | Path | None) -> dict[str, Any] | None:
+    """Return the metrics of the opening head saved beside the adapter, or None without a head."""
+    from spec_agent.opening_head import find_opening_head, load_opening_head
+
+    path = find_opening_head(adapter)
+    return None if path is None else load_opening_head(path).metrics
 
 
 def _as_text(path: Path | None) -> str | None:

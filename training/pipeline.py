@@ -99,7 +99,7 @@ def train_proposer(recipe: Recipe, output: Path, role: ProposerRole) -> RunRepor
     examples, _ = load_training_examples(dataset_folder(recipe))
     tokenizer = load_tokenizer(model_name)
     train = [example for example in examples if _split_of(example, recipe) != "heldout"]
-    validation = [example for example in examples if _split_of(example, recipe) == "heldout"]
+    validation = heldout_examples(examples, recipe)
     rows = {
         "train": build_sft_rows(train, tokenizer, count=settings.train_examples,
                                 max_length=settings.max_length, seed=recipe.seed)[0],
@@ -188,14 +188,14 @@ def train_head(recipe: Recipe, output: Path, role: ProposerRole, *, progress: Pr
 
 
 def _head_samples(recipe: Recipe, examples: Sequence[Example]) -> tuple[list[Example], list[Example]]:
-    """Return the opening heads' training and held-out validation examples; both proposers use these."""
+    """Return the opening heads' training and held-out validation examples, the same for both proposers."""
     from spec_agent.training.head import head_sample
 
     settings = recipe.proposer
     train = head_sample([example for example in examples if _split_of(example, recipe) == "train"],
                         settings.head_examples, seed=recipe.seed, salt="train")
-    validation = head_sample([example for example in examples if _split_of(example, recipe) == "heldout"],
-                             settings.head_validation_examples, seed=recipe.seed, salt="validation")
+    validation = head_sample(heldout_examples(examples, recipe), settings.head_validation_examples,
+                             seed=recipe.seed, salt="validation")
     return train, validation
 
 
@@ -247,10 +247,9 @@ def calibrate_kind_thresholds(recipe: Recipe, output: Path) -> dict[str, Any]:
     cheap = proposer_adapter(output, "cheap")
     head = heads["cheap"]
     dataclasses.replace(head, metrics={**head.metrics, "escalation": escalation}).save(cheap)
-    manifest = cheap / MANIFEST_NAME
-    record = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    record = _read_manifest(cheap)
     record.setdefault("opening_head", {}).setdefault("validation", {})["escalation"] = escalation
-    manifest.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_manifest(cheap, record)
     logger.info("D's kind thresholds on %d held-out rows: %s, per kind %s; kind accuracy %.3f (strong %.3f) "
                 "at cost %.3f", frame.n, escalation["threshold"], escalation["by_kind"], escalation["accuracy"],
                 escalation["strong_accuracy"], escalation["cost"])
@@ -258,11 +257,20 @@ def calibrate_kind_thresholds(recipe: Recipe, output: Path) -> dict[str, Any]:
 
 
 def _record_head(adapter: Path, manifest: dict[str, Any]) -> None:
-    path = adapter / MANIFEST_NAME
-    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record = _read_manifest(adapter)
     keys = ("data", "wall_seconds", "computed_rows", "examples_per_second", "validation")
     record["opening_head"] = {key: manifest[key] for key in keys}
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_manifest(adapter, record)
+
+
+def _read_manifest(adapter: Path) -> dict[str, Any]:
+    """Return the adapter's training manifest, or an empty one when it has none."""
+    path = adapter / MANIFEST_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _write_manifest(adapter: Path, record: dict[str, Any]) -> None:
+    (adapter / MANIFEST_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def train_verifier_run(recipe: Recipe, output: Path, *, progress: Progress | None = None) -> RunReport:

@@ -285,8 +285,9 @@ def test_cli_bench_kind_flags(tiny_dirs, tmp_path):
             assert row.scores[-1] == pytest.approx(expected, abs=1e-6)
 
 
-def test_cli_bench_default_kind_verifier(tiny_dirs, tmp_path):
-    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED", {"kind_threshold": 0.75})
+def _kind_head_settings(tiny_dirs, tmp_path, metrics):
+    """Run D through the CLI with a forcing head carrying `metrics` and return the run's settings."""
+    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED", metrics)
     dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
     out = tmp_path / "runs"
     result = CliRunner().invoke(app, [
@@ -295,23 +296,17 @@ def test_cli_bench_default_kind_verifier(tiny_dirs, tmp_path):
         "--cheap-adapter", str(adapter),
     ])
     assert result.exit_code == 0, result.output
-    run = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run()
-    assert run.config["settings"]["verifier"] == "kind"
-    assert run.config["settings"]["thresholds"]["verifier"] == 0.75
+    return SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run().config["settings"]
+
+
+def test_cli_bench_default_kind_verifier(tiny_dirs, tmp_path):
+    settings = _kind_head_settings(tiny_dirs, tmp_path, {"kind_threshold": 0.75})
+    assert settings["verifier"] == "kind"
+    assert settings["thresholds"]["verifier"] == 0.75
 
 
 def test_cli_bench_calibrated_kind_thresholds(tiny_dirs, tmp_path):
     escalation = {"strong_model": tiny_dirs[1], "threshold": 0.6, "by_kind": {"BLOCKED": 0.7}}
-    adapter = _adapter_with_forcing_head(tiny_dirs[0], tmp_path / "adapter", "BLOCKED",
-                                         {"kind_threshold": 0.75, "escalation": escalation})
-    dataset = write_examples(make_examples(2), tmp_path / "eval.jsonl")
-    out = tmp_path / "runs"
-    result = CliRunner().invoke(app, [
-        "bench", "--dataset", str(dataset), "--limit", "0", "--out", str(out), "--threads", "1",
-        "--cheap-model", tiny_dirs[0], "--strong-model", tiny_dirs[1], "--configs", "D",
-        "--cheap-adapter", str(adapter),
-    ])
-    assert result.exit_code == 0, result.output
-    settings = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run().config["settings"]
+    settings = _kind_head_settings(tiny_dirs, tmp_path, {"kind_threshold": 0.75, "escalation": escalation})
     assert settings["thresholds"]["verifier"] == 0.6
     assert settings["thresholds_by_kind"] == {"BLOCKED": 0.7}

@@ -71,6 +71,9 @@ class BenchConfig:
     free_calls: bool = False
     """Whether local models write tool payloads freely after a tool kind's opening. By default they
     decode within the call grammar of the example's tools (see `CallGrammar`)."""
+    dtype: str = "float32"
+    """Weight precision of local models, `float32` or `bfloat16` (the CLI resolves `auto` with
+    `compute_dtype` before the run, so the stored settings name the precision that ran)."""
     name: str = "bench"
     """Run name stored with the run."""
 
@@ -79,6 +82,8 @@ class BenchConfig:
             get_configuration(letter)
         if self.limit < 0:
             raise ConfigError(f"limit must be >= 0 (0 runs every example), got {self.limit}.")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
         for key, value in self.thresholds.items():
             if key not in ("judge", "verifier"):
                 raise ConfigError(f"Unknown threshold key {key!r}; use 'judge' or 'verifier'.")

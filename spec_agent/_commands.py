@@ -172,9 +172,11 @@ def _make_runner(config: Any, store: Any, threads: int, console: Console) -> tup
     torch.set_num_threads(threads)
     with console.status("Loading models"):
         cheap, cheap_parameters = _load_role(config.cheap_model, "cheap", config.seed, console,
-                                             config.cheap_adapter, config.share, config.opening_heads)
+                                             config.cheap_adapter, config.share, config.opening_heads,
+                                             config.dtype)
         strong, strong_parameters = _load_role(config.strong_model, "strong", config.seed, console,
-                                               config.strong_adapter, config.share, config.opening_heads)
+                                               config.strong_adapter, config.share, config.opening_heads,
+                                               config.dtype)
     # NOTE: served models report no parameter count, so their calls add no token FLOPs.
     cost_model = CostModel(
         parameters={"cheap": cheap_parameters, "strong": strong_parameters, "judge": strong_parameters}
@@ -211,7 +213,7 @@ def _verifier(choice: str, kind_prior: bool = False) -> Any:
 
 def _load_role(
     spec: str, role: Any, seed: int, console: Console, adapter: str | None = None, share: bool = True,
-    opening_head: bool = True,
+    opening_head: bool = True, dtype: str = "float32",
 ) -> tuple[Any, float]:
     """Return the model for one role and its parameter count (0 when served).
 
@@ -229,12 +231,13 @@ def _load_role(
                               "adapter in the server (vLLM: --enable-lora) or drop --cheap-adapter/--strong-adapter.")
         return LangChainProposer(served_chat_model(spec), role=role), 0.0
     head = find_opening_head(adapter) if opening_head else None
-    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share, opening_head=head)
+    model = HFChatModel(spec, role=role, seed=seed, adapter=adapter, reuse_prefix=share, opening_head=head,
+                        dtype=dtype)
     started = time.perf_counter()
     model.load()
     note = f" with adapter {adapter}" if adapter else ""
     note += " and its opening head" if head else ""
-    console.print(f"Loaded {model.name}{note} in {time.perf_counter() - started:.1f}s")
+    console.print(f"Loaded {model.name}{note} in {model.dtype} in {time.perf_counter() - started:.1f}s")
     return (CachedModel(model) if share else model), model.parameters
 
 

@@ -76,6 +76,9 @@ class HFChatModel:
             it is merged into the weights at load time, so generation costs what the base does.
         opening_head: An `OpeningHead` fitted on this model (or its file), which then chooses
             among exactly its openings in place of their likelihood (`spec-agent train head`).
+        dtype: Weight precision: `float32`, `bfloat16`, or `auto` for bfloat16 where the CPU
+            multiplies bfloat16 matrices in hardware (`compute_dtype`) and float32 elsewhere.
+            The adapter is merged in float32 before the cast.
     """
 
     def __init__(
@@ -88,8 +91,10 @@ class HFChatModel:
         reuse_prefix: bool = True,
         adapter: str | Path | None = None,
         opening_head: OpeningHead | str | Path | None = None,
+        dtype: str = "float32",
     ) -> None:
         self.name = model
+        self.dtype = compute_dtype(dtype)
         self.adapter = Path(adapter) if adapter is not None else None
         if opening_head is not None and not isinstance(opening_head, OpeningHead):
             opening_head = load_opening_head(opening_head)
@@ -133,7 +138,7 @@ class HFChatModel:
             ) from error
         if self.adapter is not None:
             model = _merge_adapter(model, self.adapter, self.name)
-        model.eval()
+        model = model.to(getattr(torch, self.dtype)).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -145,9 +150,9 @@ class HFChatModel:
             )
         self._tokenizer, self._model = tokenizer, model
         self.parameters = float(sum(parameter.numel() for parameter in model.parameters()))
-        logger.info("Loaded %s%s (%.0fM parameters) in %.1fs", self.name,
+        logger.info("Loaded %s%s (%.0fM parameters, %s) in %.1fs", self.name,
                     f" with adapter {self.adapter}" if self.adapter else "", self.parameters / 1e6,
-                    time.perf_counter() - started)
+                    self.dtype, time.perf_counter() - started)
 
     @property
     def tokenizer(self) -> Any:
@@ -527,6 +532,32 @@ class HFChatModel:
             raise ConfigError(f"Label {label!r} encodes to no tokens with {self.name!r}.")
         return int(ids[0])
 
+
+
+DTYPES = ("auto", "float32", "bfloat16")
+"""Weight precisions a local model can run in."""
+
+
+def compute_dtype(choice: str) -> str:
+    """Return the weight precision that `choice` (one of `DTYPES`) stands for on this machine.
+
+    `auto` picks bfloat16 only where the CPU has AMX tiles. There oneDNN multiplies bfloat16
+    matrices in hardware, and a 900-token prefill of Qwen2.5-0.5B takes 1.1 s instead of 4.3 s on
+    2 cores. Decoding one token reads every weight, so it stays memory-bound and gains nothing.
+    Without AMX, bfloat16 matrix products are emulated and slower than float32.
+
+    Raises:
+        ConfigError: `choice` is not one of `DTYPES`.
+    """
+    if choice not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {choice!r}.")
+    if choice != "auto":
+        return choice
+    import torch
+
+    # A private probe, so a torch without it counts as a CPU without AMX.
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bfloat16" if amx() else "float32"
 
 
 def _merge_adapter(model: Any, adapter: Path, name: str) -> Any:

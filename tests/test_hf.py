@@ -168,3 +168,34 @@ def test_local_proposer_opens_with_kinds(tiny_model):
     assert all(proposal.text.startswith(KIND_OPENINGS) for proposal in proposals)
     free, _ = LocalProposer(tiny_model, openings=None).propose([{"role": "user", "content": "list files"}], [])
     assert free[0].text == tiny_model.generate(render_chat([{"role": "user", "content": "list files"}], []))[0][0].text
+
+
+def test_bfloat16_weights_generate_and_score(tiny_model):
+    import torch
+
+    model = HFChatModel(tiny_model.name, role="cheap", dtype="bfloat16",
+                        generation=GenerationConfig(max_new_tokens=8))
+    generations, calls = model.generate(CHAT)
+    probability, _ = model.label_probability(CHAT)
+
+    assert model.model.dtype == torch.bfloat16
+    assert 1 <= calls[0].completion_tokens <= 8
+    assert 0.0 < generations[0].confidence <= 1.0
+    assert 0.0 < probability < 1.0
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch):
+    import torch
+
+    from spec_agent.hf import compute_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert compute_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert compute_dtype("auto") == "float32"
+    assert compute_dtype("float32") == "float32"
+
+
+def test_unknown_dtype_names_the_choices():
+    with pytest.raises(ConfigError, match="got 'float16'"):
+        HFChatModel("anything", role="cheap", dtype="float16")

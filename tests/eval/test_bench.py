@@ -98,7 +98,8 @@ def test_select_examples_is_seeded():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"configurations": ("F",)}, "Unknown configuration"), ({"limit": -1}, "limit"),
-     ({"thresholds": {"verifier": 2.0}}, "outside"), ({"thresholds": {"jduge": 0.5}}, "jduge")],
+     ({"thresholds": {"verifier": 2.0}}, "outside"), ({"thresholds": {"jduge": 0.5}}, "jduge"),
+     ({"dtype": "auto"}, "dtype must be")],
 )
 def test_bench_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -252,6 +252,12 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         auc = validation.get("heldout_roc_auc")
         lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`{prior}; ROC AUC of the "
                      f"classifier on held-out train-split pairs {_number(auc)}; threshold {_number(threshold)}")
+    shipped = trained.get("shipped_verifier")
+    if shipped:
+        auc = (shipped.get("validation") or {}).get("heldout_roc_auc")
+        lines.append(f"- Trained classifier verifier `{shipped['folder']}` (not used by this run; `--verifier` "
+                     f"with its folder uses it): ROC AUC {_number(auc)} on held-out train-split pairs of "
+                     "(context, proposed action)")
     return lines
 
 

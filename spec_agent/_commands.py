@@ -237,7 +237,7 @@ def _load_role(
     model.load()
     note = f" with adapter {adapter}" if adapter else ""
     note += " and its opening head" if head else ""
-    console.print(f"Loaded {model.name}{note} in {model.dtype} in {time.perf_counter() - started:.1f}s")
+    console.print(f"Loaded {model.name}{note} ({model.dtype}) in {time.perf_counter() - started:.1f}s")
     return (CachedModel(model) if share else model), model.parameters
 
 
@@ -370,6 +370,16 @@ def _trained_metadata(config: Any) -> dict[str, Any]:
                        "validation": manifest.get("validation"), "git_commit": manifest.get("git_commit")}
         if role != "verifier" and config.opening_heads and "opening_head" in manifest:
             found[role]["opening_head"] = manifest["opening_head"].get("validation")
+    if folders["verifier"] is None:
+        from spec_agent.defaults import shipped_verifier
+
+        # The report names the trained classifier's held-out quality even when D verifies by another
+        # score, so that every run shows how well the shipped verifier separates its pairs.
+        shipped = shipped_verifier()
+        path = shipped / "training-manifest.json" if shipped is not None else None
+        if path is not None and path.is_file():
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            found["shipped_verifier"] = {"folder": str(shipped), "validation": manifest.get("validation")}
     return found
 
 

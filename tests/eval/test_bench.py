@@ -306,6 +306,16 @@ def test_cli_bench_default_kind_verifier(tiny_dirs, tmp_path):
     assert settings["thresholds"]["verifier"] == 0.75
 
 
+def test_cli_bench_records_the_unused_shipped_verifier(tiny_dirs, tmp_path):
+    from spec_agent.defaults import shipped_verifier
+
+    _kind_head_settings(tiny_dirs, tmp_path, {"kind_threshold": 0.75})
+    trained = SqlTraceStore(f"sqlite:///{tmp_path / 'runs' / 'traces.sqlite'}").latest_run().config["trained"]
+    manifest = json.loads((shipped_verifier() / "training-manifest.json").read_text(encoding="utf-8"))
+    assert "verifier" not in trained
+    assert trained["shipped_verifier"]["validation"]["heldout_roc_auc"] == manifest["validation"]["heldout_roc_auc"]
+
+
 def test_cli_bench_calibrated_kind_thresholds(tiny_dirs, tmp_path):
     escalation = {"strong_model": tiny_dirs[1], "threshold": 0.6, "by_kind": {"BLOCKED": 0.7}}
     settings = _kind_head_settings(tiny_dirs, tmp_path, {"kind_threshold": 0.75, "escalation": escalation})

@@ -267,6 +267,17 @@ def test_header_kind_verifier(tmp_path):
     assert "- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold 0.800" in markdown
 
 
+def test_header_names_the_unused_shipped_verifier(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    config = {"settings": {"verifier": "kind", "thresholds": {"verifier": 0.8}},
+              "trained": {"shipped_verifier": {"folder": "/v", "validation": {"heldout_roc_auc": 0.924}}}}
+    run_id = store.start_run(name="kind", config=config)
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert ("- Trained classifier verifier `/v` (not used by this run; `--verifier` with its folder uses it): "
+            "ROC AUC 0.924 on held-out train-split pairs") in markdown
+
+
 def test_header_kind_thresholds(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     escalation = {"rows": 300, "max_accuracy_drop": 0.02, "strong_accuracy": 0.79, "accuracy": 0.77, "cost": 0.413,

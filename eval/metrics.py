@@ -643,6 +643,47 @@ class VerifierQuality:
     """Separation of proposals of the right kind from the others; None with one class only."""
 
 
+TARGET_ACCURACY_DROP = 0.02
+"""Largest drop in kind accuracy from configuration A that D's target allows."""
+TARGET_COST_RATIO = 0.40
+"""Largest share of A's cost (per-call model) that D's target allows."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetPoint:
+    """One way of running D, measured against its target."""
+
+    label: str
+    kind_accuracy: float
+    cost_ratio: float
+    """Mean per-call cost divided by configuration A's."""
+    escalation_rate: float
+    threshold: float | None = None
+    """Global threshold of a replayed point; None for D as run and the perfect router."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetCheck:
+    """D measured against its accuracy and cost target, with what would reach it.
+
+    The replayed points pick a global threshold on the run's own examples, so they are optimistic
+    for new examples. The perfect router escalates exactly the examples where A's kind is right
+    and the proposal's is wrong, cheapest first: it bounds what any verifier could reach with
+    these two models at these prices.
+    """
+
+    max_accuracy_drop: float
+    max_cost_ratio: float
+    a_kind_accuracy: float
+    points: tuple[TargetPoint, ...]
+    """D as run, then replayed and perfect-router points; a point that no threshold reaches is left out."""
+
+    def meets(self, point: TargetPoint) -> tuple[bool, bool]:
+        """Return whether `point` is within the accuracy drop and within the cost ratio."""
+        return (point.kind_accuracy >= self.a_kind_accuracy - self.max_accuracy_drop - 1e-9,
+                point.cost_ratio <= self.max_cost_ratio + 1e-9)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RoutingMetrics:
     """Threshold sweep of D's verifier, APGR/CPT, IBC, verifier quality and wasted cost."""
@@ -668,6 +709,8 @@ class RoutingMetrics:
     wasted_cost: dict[str, float]
     """Per configuration: mean per-call cost per example of those calls."""
     verifiers: tuple[VerifierQuality, ...]
+    target: TargetCheck | None = None
+    """D against `TARGET_ACCURACY_DROP` and `TARGET_COST_RATIO`; None without A's or D's cost."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the metrics as a JSON-compatible dict (NaN becomes None)."""
@@ -805,7 +848,77 @@ def routing_metrics(
         wasted_tokens=wasted_tokens,
         wasted_cost=wasted_cost,
         verifiers=tuple(_verifier_quality(frame, name) for name in frame.scores),
+        target=target_check(frame, result, configs),
     )
+
+
+def target_check(
+    frame: Any,
+    result: Any,
+    configs: Mapping[str, MetricRow],
+    *,
+    max_accuracy_drop: float = TARGET_ACCURACY_DROP,
+    max_cost_ratio: float = TARGET_COST_RATIO,
+) -> TargetCheck | None:
+    """Measure D, its replayed threshold sweep `result` and a perfect router against the target."""
+    a, d = configs.get("A"), configs.get("D")
+    if a is None or d is None or not a.cost or None in (a.kind_accuracy, d.kind_accuracy, d.cost):
+        return None
+    floor = a.kind_accuracy - max_accuracy_drop  # type: ignore[operator]
+    cap = max_cost_ratio * a.cost
+    points = [TargetPoint(label="D as run", kind_accuracy=d.kind_accuracy, cost_ratio=d.cost / a.cost,  # type: ignore[arg-type, operator]
+                          escalation_rate=d.escalation_rate or 0.0)]
+    accuracy, cost = result.kind_accuracy, result.cost
+    reaching = np.flatnonzero(accuracy >= floor - 1e-9)
+    if reaching.size:
+        # Cheapest first, then the more accurate.
+        index = int(reaching[np.lexsort((-accuracy[reaching], cost[reaching]))[0]])
+        points.append(_sweep_point(result, index, a.cost, f"D's score, cheapest global threshold within "
+                                                          f"{max_accuracy_drop:.2f} of A (replayed)"))
+    affordable = np.flatnonzero(cost <= cap + 1e-9)
+    if affordable.size:
+        index = int(affordable[np.lexsort((cost[affordable], -accuracy[affordable]))[0]])
+        points.append(_sweep_point(result, index, a.cost, f"D's score, most accurate global threshold at "
+                                                          f"≤ {max_cost_ratio:.2f} of A's cost (replayed)"))
+    points += _perfect_router(frame, a.cost, floor, cap, max_accuracy_drop, max_cost_ratio)
+    return TargetCheck(max_accuracy_drop=max_accuracy_drop, max_cost_ratio=max_cost_ratio,
+                       a_kind_accuracy=a.kind_accuracy, points=tuple(points))  # type: ignore[arg-type]
+
+
+def _sweep_point(result: Any, index: int, a_cost: float, label: str) -> TargetPoint:
+    return TargetPoint(label=label, kind_accuracy=float(result.kind_accuracy[index]),
+                       cost_ratio=float(result.cost[index]) / a_cost,
+                       escalation_rate=float(result.escalation_rate[index]),
+                       threshold=float(result.settings[index].threshold))
+
+
+def _perfect_router(
+    frame: Any, a_cost: float, floor: float, cap: float, drop: float, ratio: float
+) -> list[TargetPoint]:
+    """Return the perfect router's cheapest point within the drop and its best point under the cap.
+
+    Proposals that did not parse escalate under every threshold, so they escalate here too.
+    """
+    n = frame.n
+    forced = ~frame.valid
+    base = frame.cheap_cost + frame.score_cost.get("verifier", np.zeros(n)) + forced * frame.strong_cost
+    gains = np.flatnonzero(frame.valid & frame.strong_kind_correct & ~frame.proposal_kind_correct)
+    order = gains[np.argsort(frame.strong_cost[gains], kind="stable")]
+    spent = base.sum() + np.concatenate([[0.0], np.cumsum(frame.strong_cost[order])])
+    right = float(np.where(forced, frame.strong_kind_correct, frame.proposal_kind_correct).sum())
+    escalated = float(forced.sum())
+    points = []
+    needed = max(0, math.ceil((floor - 1e-9) * n - right))
+    if needed <= order.size:
+        points.append(TargetPoint(label=f"perfect router, cheapest within {drop:.2f} of A",
+                                  kind_accuracy=(right + needed) / n, cost_ratio=spent[needed] / n / a_cost,
+                                  escalation_rate=(escalated + needed) / n))
+    affordable = int(np.searchsorted(spent, cap * n + 1e-9, side="right")) - 1
+    if affordable >= 0:
+        points.append(TargetPoint(label=f"perfect router, most accurate at ≤ {ratio:.2f} of A's cost",
+                                  kind_accuracy=(right + affordable) / n, cost_ratio=spent[affordable] / n / a_cost,
+                                  escalation_rate=(escalated + affordable) / n))
+    return points
 
 
 def _gap_recovered(frame: Any, result: Any) -> tuple[tuple[float, ...] | None, float | None, dict[str, float | None]]:

@@ -172,6 +172,7 @@ def render_markdown(results: dict[str, Any], metrics: BenchmarkMetrics) -> str:
         _delta_table(metrics),
         _per_kind_table(metrics),
         _confusion_section(metrics),
+        _target_section(metrics),
         _routing_section(metrics),
         _reading_notes(metrics),
     ]
@@ -539,6 +540,39 @@ def _error_bar(
         return None
     return [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
 
+
+
+def _target_section(metrics: BenchmarkMetrics) -> str:
+    target = metrics.routing.target if metrics.routing is not None else None
+    if target is None:
+        return ""
+    lines = [
+        "## D against its target",
+        "",
+        f"Target: D's kind accuracy within {target.max_accuracy_drop:.2f} of A's "
+        f"({_number(target.a_kind_accuracy)}) at no more than {target.max_cost_ratio:.2f} of A's cost.",
+        "",
+        _table_line(("Point", "Threshold", "Kind acc ↑", "Δ vs A ↑", "Cost vs A ↓", "Escalation ↓",
+                     "Accuracy met", "Cost met")),
+        _table_line(["---"] * 8),
+    ]
+    for point in target.points:
+        accurate, cheap = target.meets(point)
+        lines.append(_table_line([
+            point.label, _number(point.threshold), _number(point.kind_accuracy),
+            _number(point.kind_accuracy - target.a_kind_accuracy, signed=True), _number(point.cost_ratio),
+            _number(point.escalation_rate), "yes" if accurate else "no", "yes" if cheap else "no",
+        ]))
+    lines += [
+        "",
+        "The replayed points choose a global threshold on this run's own examples, so they are "
+        "optimistic for new ones. The perfect router escalates only examples whose kind A gets right "
+        "and the proposal gets wrong, cheapest first, besides the proposals that did not parse: no "
+        "verifier can do better with these two models at these prices. Where the perfect router meets the target and D does not, the gap is the "
+        "verifier's ranking of proposals (ROC AUC, kind, in the routing section); where it does not, "
+        "the two models cannot meet it at these prices.",
+    ]
+    return "\n".join(lines)
 
 
 def _routing_section(metrics: BenchmarkMetrics) -> str:

@@ -181,6 +181,38 @@ def test_routing_metrics_hand_checked():
     assert verifier.kind_roc_auc == pytest.approx(0.5)
 
 
+def test_target_check_hand_checked(frame):
+    from spec_agent.eval.metrics import target_check
+
+    configs = compute_metrics(hand_checked_rows("run"), resamples=10).configs
+    result = sweep(frame, threshold_grid())
+    target = target_check(frame, result, configs, max_accuracy_drop=0.02, max_cost_ratio=0.7)
+    assert target.a_kind_accuracy == pytest.approx(0.75)
+    assert target.points[0].label == "D as run"
+    # Accepting every parsed proposal keeps A's 0.75: 0.2 + 0.2 + 0.2 and ex3's 1.15, over 4.
+    [cheapest] = [point for point in target.points if point.label.startswith("D's score, cheapest")]
+    assert cheapest.threshold == 0.0
+    assert cheapest.kind_accuracy == pytest.approx(0.75)
+    assert cheapest.cost_ratio == pytest.approx(1.75 / 4)
+    # The perfect router also escalates ex2, the one parsed proposal A corrects, for 1.0 more.
+    [perfect] = [point for point in target.points if point.label.startswith("perfect router, most accurate")]
+    assert perfect.kind_accuracy == pytest.approx(1.0)
+    assert perfect.cost_ratio == pytest.approx(2.75 / 4)
+    assert perfect.escalation_rate == pytest.approx(0.5)
+    assert target.meets(perfect) == (True, True)
+
+
+def test_target_check_leaves_out_unaffordable_points(frame):
+    from spec_agent.eval.metrics import target_check
+
+    configs = compute_metrics(hand_checked_rows("run"), resamples=10).configs
+    target = target_check(frame, sweep(frame, threshold_grid()), configs)
+    labels = [point.label for point in target.points]
+    # The unparsed ex3 alone costs 1.15 of the 1.6 that 0.40 of A's cost allows over 4 examples.
+    assert not any("0.40 of A's cost" in label for label in labels)
+    assert labels[-1] == "perfect router, cheapest within 0.02 of A"
+
+
 def test_report_has_routing(tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     run_id = store.start_run(name="report", config={"seed": 0})
@@ -191,6 +223,8 @@ def test_report_has_routing(tmp_path):
     assert results["routing"]["apgr"] is not None
     assert len(results["routing"]["thresholds"]) == 101
     assert "## Routing" in paths.markdown.read_text()
+    assert "## D against its target" in paths.markdown.read_text()
+    assert results["routing"]["target"]["points"][0]["label"] == "D as run"
 
 
 def test_replay_kind_source_from_store(tmp_path):

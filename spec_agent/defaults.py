@@ -114,10 +114,10 @@ def kind_thresholds(adapter: str | Path | None, strong_model: str) -> dict[str, 
 
 def _head_metrics(adapter: str | Path | None) -> dict[str, Any] | None:
     """Return the metrics of the opening head saved beside the adapter, or None without a head."""
-    from spec_agent.opening_head import find_opening_head, load_opening_head
+    from spec_agent.opening_head import find_opening_head, opening_head_metrics
 
     path = find_opening_head(adapter)
-    return None if path is None else load_opening_head(path).metrics
+    return None if path is None else opening_head_metrics(path)
 
 
 def _as_text(path: Path | None) -> str | None:

@@ -78,7 +78,7 @@ def load_opening_head(path: str | Path) -> OpeningHead:
     Raises:
         ConfigError: No head file is there, or it is not one this package wrote.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if path.is_dir():
@@ -91,9 +91,24 @@ def load_opening_head(path: str | Path) -> OpeningHead:
             tensors = {name: handle.get_tensor(name) for name in ("weight", "bias", "mean", "scale")}
         openings = tuple(json.loads(metadata["openings"]))
         metrics = json.loads(metadata.get("metrics", "{}"))
-    except (KeyError, ValueError, OSError) as error:
+    except (KeyError, ValueError, OSError, SafetensorError) as error:
         raise ConfigError(f"{str(path)!r} is not an opening head written by spec-agent: {error}") from error
     return OpeningHead(openings=openings, metrics=metrics, **tensors)
+
+
+def opening_head_metrics(path: str | Path) -> dict[str, Any]:
+    """Return the validation metrics stored in a head file's header, without loading its tensors.
+
+    Raises:
+        ConfigError: The file is not an opening head this package wrote.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get("metrics", "{}"))
+    except (ValueError, OSError, SafetensorError) as error:
+        raise ConfigError(f"{str(path)!r} is not an opening head written by spec-agent: {error}") from error
 
 
 def find_opening_head(adapter: str | Path | None) -> Path | None:

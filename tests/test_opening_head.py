@@ -9,7 +9,14 @@ import torch
 
 from spec_agent.errors import ConfigError
 from spec_agent.hf import GenerationConfig, HFChatModel
-from spec_agent.opening_head import HEAD_FILE, OpeningHead, find_opening_head, fit_opening_head, load_opening_head
+from spec_agent.opening_head import (
+    HEAD_FILE,
+    OpeningHead,
+    find_opening_head,
+    fit_opening_head,
+    load_opening_head,
+    opening_head_metrics,
+)
 from tests.tiny_models import build_causal_lm
 
 CHAT = [{"role": "system", "content": "Available tools:"}, {"role": "user", "content": "ls"}]
@@ -63,6 +70,18 @@ def test_saved_head_reloads_with_identical_logits(tmp_path):
     assert torch.equal(loaded.logits(states, loglik), head.logits(states, loglik))
     assert find_opening_head(tmp_path) == tmp_path / HEAD_FILE
     assert find_opening_head(tmp_path / "elsewhere") is None
+
+
+def test_head_metrics_read_from_the_header(tmp_path):
+    states, loglik, gold = _separable()
+    head = dataclasses.replace(fit_opening_head(states, loglik, gold, OPENINGS, l2=1e-2), metrics={"l2": 0.01})
+    path = head.save(tmp_path)
+    assert opening_head_metrics(path) == {"l2": 0.01}
+    (tmp_path / "broken.safetensors").write_bytes(b"not a head")
+    with pytest.raises(ConfigError, match="broken.safetensors"):
+        opening_head_metrics(tmp_path / "broken.safetensors")
+    with pytest.raises(ConfigError, match="not an opening head"):
+        load_opening_head(tmp_path / "broken.safetensors")
 
 
 def test_missing_head_names_path_and_fix(tmp_path):

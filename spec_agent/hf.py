@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -574,6 +575,10 @@ def _merge_adapter(model: Any, adapter: Path, name: str) -> Any:
             "that `spec-agent train proposer` writes, or drop the adapter to run the base model."
         )
     try:
-        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` on every load,
+            # which would print a FutureWarning that no caller of this function can act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as error:
         raise ConfigError(f"Adapter {str(adapter)!r} does not fit model {name!r}: {error}") from error

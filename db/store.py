@@ -203,6 +203,10 @@ class TraceStore(Protocol):
         """Set the final status and finish time of a run."""
         ...
 
+    def resume_run(self, run_id: str, *, config: dict[str, Any]) -> None:
+        """Set a stored run running again, with `config` in place of its settings."""
+        ...
+
     def decisions(self, run_id: str, config: str | None = None) -> list[DecisionRow]:
         """Return the rows of a run, optionally of one configuration only."""
         ...
@@ -322,6 +326,19 @@ class SqlTraceStore:
             record.status = status
             record.finished_at = _now()
         logger.info("Run %s %s", run_id, status)
+
+    def resume_run(self, run_id: str, *, config: dict[str, Any]) -> None:
+        """Set a stored run's status back to "running" and replace its settings with `config`.
+
+        Raises:
+            ConfigError: The run does not exist.
+        """
+        with self._write(f"resume run {run_id!r}") as session:
+            record = self._require_run(session, run_id)
+            record.status = "running"
+            record.finished_at = None
+            record.config_json = _dumps(config)
+        logger.info("Resumed run %s", run_id)
 
     def decisions(self, run_id: str, config: str | None = None) -> list[DecisionRow]:
         """Return the rows of a run in insertion order, optionally of one configuration only."""

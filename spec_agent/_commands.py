@@ -117,7 +117,21 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     store_url = store_url or f"sqlite:///{(out / 'traces.sqlite').resolve()}"
     store = SqlTraceStore(store_url)
-    run_id = resume or store.start_run(name=config.name, config=_run_metadata(config, path, len(selected)))
+    metadata = _run_metadata(config, path, len(selected))
+    if resume is None:
+        run_id = store.start_run(name=config.name, config=metadata)
+    else:
+        run_id = resume
+        resumed = _resumed_metadata(store.run(run_id).config, metadata, run_id)
+        stored = set().union(*(store.done_example_ids(run_id, letter) for letter in config.configurations))
+        outside = stored - {example.id for example in selected}
+        if outside:
+            raise ConfigError(
+                f"Run {run_id} holds {len(outside)} examples that --limit {config.limit} with seed {config.seed} "
+                f"does not select (e.g. {sorted(outside)[0]!r}); resume with the run's own --limit "
+                f"({(store.run(run_id).config.get('settings') or {}).get('limit')})."
+            )
+        store.resume_run(run_id, config=resumed)
     run_dir = out / run_id
     try:
         if workers > 1 or ray_address is not None:
@@ -354,6 +368,39 @@ def _run_metadata(config: Any, dataset: Path, count: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+RESUME_MAY_CHANGE = ("limit",)
+"""Settings a resumed run may change. A larger `limit` extends the run when the seed's larger
+sample contains every stored example, which `run_bench` checks."""
+
+
+def _resumed_metadata(stored: dict[str, Any], metadata: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Return the metadata of a resumed run, or raise when its rows would come from other settings.
+
+    Raises:
+        ConfigError: A setting other than `limit`, or the dataset, differs from the stored run's.
+    """
+    from spec_agent.eval.bench import BenchConfig
+
+    defaults = BenchConfig().to_dict()
+    before = stored.get("settings") or {}
+    # Settings added after the run was stored count as their default value.
+    changed = [
+        f"{key} (stored {before.get(key, defaults.get(key))!r}, now {value!r})"
+        for key, value in json.loads(json.dumps(metadata["settings"])).items()
+        if key not in RESUME_MAY_CHANGE and before.get(key, defaults.get(key)) != value
+    ]
+    if stored.get("dataset_sha256") not in (None, metadata["dataset_sha256"]):
+        changed.append(f"dataset (stored sha256 {stored['dataset_sha256'][:12]}, now {metadata['dataset_sha256'][:12]})")
+    if changed:
+        raise ConfigError(
+            f"Run {run_id} was stored with other settings: {'; '.join(changed)}. Resume it with the "
+            "options it started with, or drop --resume to start a new run."
+        )
+    history = [*stored.get("resumed", []), {key: metadata[key] for key in ("date", "git_commit", "examples")}]
+    return {**stored, "settings": metadata["settings"], "config_hash": metadata["config_hash"],
+            "examples": metadata["examples"], "resumed": history}
 
 
 def _trained_metadata(config: Any) -> dict[str, Any]:

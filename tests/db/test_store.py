@@ -122,6 +122,22 @@ def test_run_lifecycle(store):
     assert runs[first].schema_version == SCHEMA_VERSION
 
 
+def test_resume_run_replaces_settings(store):
+    run_id = store.start_run(name="resumed", config={"settings": {"limit": 2}})
+    store.log_decisions(run_id, [_row(run_id)])
+    store.finish_run(run_id, "failed")
+
+    store.resume_run(run_id, config={"settings": {"limit": 4}})
+
+    run = store.run(run_id)
+    assert run.status == "running"
+    assert run.finished_at is None
+    assert run.config == {"settings": {"limit": 4}}
+    assert len(store.decisions(run_id)) == 1
+    with pytest.raises(ConfigError, match="missing-run"):
+        store.resume_run("missing-run", config={})
+
+
 def test_config_stored_as_sorted_json(tmp_path):
     path = tmp_path / "traces.sqlite"
     SqlTraceStore(f"sqlite:///{path}").start_run(name="sorted", config={"b": 2, "a": 1})

@@ -106,6 +106,59 @@ def test_bench_config_rejects_bad_values(kwargs, message):
         BenchConfig(**kwargs)
 
 
+def _cli_bench(tiny_dirs, dataset, out, *options):
+    return CliRunner().invoke(app, [
+        "bench", "--dataset", str(dataset), "--out", str(out), "--threads", "1", "--cheap-model", tiny_dirs[0],
+        "--strong-model", tiny_dirs[1], "--configs", "AB", "--untrained", *options,
+    ])
+
+
+def test_cli_resume_extends_with_larger_limit(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(6), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "2").exit_code == 0
+    store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+    run = store.latest_run()
+    first = store.done_example_ids(run.run_id, "A")
+
+    result = _cli_bench(tiny_dirs, dataset, out, "--limit", "4", "--resume", run.run_id)
+
+    assert result.exit_code == 0, result.output
+    resumed = store.run(run.run_id)
+    assert first < store.done_example_ids(run.run_id, "A")
+    assert len(store.done_example_ids(run.run_id, "A")) == 4
+    assert resumed.status == "finished"
+    assert resumed.config["settings"]["limit"] == 4
+    assert [entry["examples"] for entry in resumed.config["resumed"]] == [4]
+
+
+def test_cli_resume_rejects_a_sample_without_stored_examples(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(6), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "4").exit_code == 0
+    run = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run()
+
+    result = _cli_bench(tiny_dirs, dataset, out, "--limit", "1", "--resume", run.run_id)
+
+    assert result.exit_code != 0
+    assert "--limit 1 with seed 0 does not select" in " ".join(result.output.split())
+
+
+def test_cli_resume_rejects_changed_settings(tiny_dirs, tmp_path):
+    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
+    out = tmp_path / "runs"
+    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "2").exit_code == 0
+    store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
+    run = store.latest_run()
+
+    result = _cli_bench(tiny_dirs, dataset, out, "--limit", "2", "--seed", "5", "--resume", run.run_id)
+
+    assert result.exit_code != 0
+    assert "seed (stored 0, now 5)" in result.output
+    assert "drop --resume" in result.output
+    assert len(store.decisions(run.run_id)) == 4
+
+
 def test_cli_bench_writes_report(tiny_dirs, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")

@@ -21,6 +21,7 @@ from typing import Any
 from spec_agent.cost import CostModel, ModelCall
 from spec_agent.decision import Decision
 from spec_agent.errors import ConfigError
+from spec_agent.hf import DTYPES
 from spec_agent.eval.matching import action_matches, kind_matches
 from spec_agent.eval.schema import Example
 from spec_agent.graphs.configurations import CONFIGURATIONS, build_configuration, get_configuration
@@ -82,8 +83,9 @@ class BenchConfig:
             get_configuration(letter)
         if self.limit < 0:
             raise ConfigError(f"limit must be >= 0 (0 runs every example), got {self.limit}.")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+        if self.dtype not in DTYPES or self.dtype == "auto":
+            raise ConfigError(f"dtype must be 'float32' or 'bfloat16' (resolve 'auto' with compute_dtype), "
+                              f"got {self.dtype!r}.")
         for key, value in self.thresholds.items():
             if key not in ("judge", "verifier"):
                 raise ConfigError(f"Unknown threshold key {key!r}; use 'judge' or 'verifier'.")

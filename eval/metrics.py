@@ -667,16 +667,16 @@ class TargetCheck:
     """D measured against its accuracy and cost target, with what would reach it.
 
     The replayed points pick a global threshold on the run's own examples, so they are optimistic
-    for new examples. The perfect router escalates exactly the examples where A's kind is right
-    and the proposal's is wrong, cheapest first: it bounds what any verifier could reach with
-    these two models at these prices.
+    for new examples. The perfect router escalates the proposals that did not parse, then exactly
+    the examples where A's kind is right and the proposal's is wrong, cheapest first. It bounds
+    what any verifier could reach with these two models at these prices.
     """
 
     max_accuracy_drop: float
     max_cost_ratio: float
     a_kind_accuracy: float
     points: tuple[TargetPoint, ...]
-    """D as run, then replayed and perfect-router points; a point that no threshold reaches is left out."""
+    """D as run, then the replayed and perfect-router points. A point that no threshold reaches is left out."""
 
     def meets(self, point: TargetPoint) -> tuple[bool, bool]:
         """Return whether `point` is within the accuracy drop and within the cost ratio."""

@@ -122,16 +122,7 @@ def run_bench(
         run_id = store.start_run(name=config.name, config=metadata)
     else:
         run_id = resume
-        resumed = _resumed_metadata(store.run(run_id).config, metadata, run_id)
-        stored = set().union(*(store.done_example_ids(run_id, letter) for letter in config.configurations))
-        outside = stored - {example.id for example in selected}
-        if outside:
-            raise ConfigError(
-                f"Run {run_id} holds {len(outside)} examples that --limit {config.limit} with seed {config.seed} "
-                f"does not select (e.g. {sorted(outside)[0]!r}); resume with the run's own --limit "
-                f"({(store.run(run_id).config.get('settings') or {}).get('limit')})."
-            )
-        store.resume_run(run_id, config=resumed)
+        _resume(store, run_id, metadata, config, selected)
     run_dir = out / run_id
     try:
         if workers > 1 or ray_address is not None:
@@ -372,7 +363,26 @@ def _run_metadata(config: Any, dataset: Path, count: int) -> dict[str, Any]:
 
 RESUME_MAY_CHANGE = ("limit",)
 """Settings a resumed run may change. A larger `limit` extends the run when the seed's larger
-sample contains every stored example, which `run_bench` checks."""
+sample contains every stored example, which `_resume` checks."""
+
+
+def _resume(store: Any, run_id: str, metadata: dict[str, Any], config: Any, selected: list[Any]) -> None:
+    """Set a stored run running again under `metadata`, after checking that its rows fit the new run.
+
+    Raises:
+        ConfigError: The settings changed, or the new sample leaves out examples the run contains.
+    """
+    stored = store.run(run_id).config
+    resumed = _resumed_metadata(stored, metadata, run_id)
+    done = set().union(*(store.done_example_ids(run_id, letter) for letter in config.configurations))
+    outside = done - {example.id for example in selected}
+    if outside:
+        raise ConfigError(
+            f"Run {run_id} contains {len(outside)} examples that --limit {config.limit} with seed {config.seed} "
+            f"does not select (e.g. {sorted(outside)[0]!r}); resume with the run's own --limit "
+            f"({(stored.get('settings') or {}).get('limit')})."
+        )
+    store.resume_run(run_id, config=resumed)
 
 
 def _resumed_metadata(stored: dict[str, Any], metadata: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -405,14 +415,15 @@ def _resumed_metadata(stored: dict[str, Any], metadata: dict[str, Any], run_id: 
 
 def _trained_metadata(config: Any) -> dict[str, Any]:
     """Return the training manifest summary of each adapter and trained verifier a run uses."""
+    from spec_agent.training.manifest import read_manifest
+
     folders = {"cheap": config.cheap_adapter, "strong": config.strong_adapter,
                "verifier": None if config.verifier in ("confidence", "kind") else config.verifier}
     found: dict[str, Any] = {}
     for role, folder in folders.items():
         if folder is None:
             continue
-        path = Path(folder) / "training-manifest.json"
-        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        manifest = read_manifest(folder)
         found[role] = {"folder": str(folder), "steps": manifest.get("steps"),
                        "validation": manifest.get("validation"), "git_commit": manifest.get("git_commit")}
         if role != "verifier" and config.opening_heads and "opening_head" in manifest:
@@ -423,9 +434,8 @@ def _trained_metadata(config: Any) -> dict[str, Any]:
         # The report names the trained classifier's held-out quality even when D verifies by another
         # score, so that every run shows how well the shipped verifier separates its pairs.
         shipped = shipped_verifier()
-        path = shipped / "training-manifest.json" if shipped is not None else None
-        if path is not None and path.is_file():
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_manifest(shipped) if shipped is not None else {}
+        if manifest:
             found["shipped_verifier"] = {"folder": str(shipped), "validation": manifest.get("validation")}
     return found
 

@@ -104,6 +104,12 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Return the training manifest in `folder`, or an empty dict when the folder has none."""
+    path = Path(folder) / MANIFEST_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def write_manifest(folder: Path, record: dict[str, Any]) -> Path:
     """Write `record` plus the git commit as sorted JSON into `folder/training-manifest.json`."""
     path = Path(folder) / MANIFEST_NAME

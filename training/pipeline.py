@@ -40,7 +40,7 @@ from spec_agent.training.datasets import (
     proposal_sample,
     save_dataset,
 )
-from spec_agent.training.manifest import MANIFEST_NAME, base_model_record, write_manifest
+from spec_agent.training.manifest import MANIFEST_NAME, base_model_record, read_manifest, write_manifest
 from spec_agent.training.recipes import Recipe
 from spec_agent.training.sft import TrainingResult, load_tokenizer, train_sft
 
@@ -247,7 +247,7 @@ def calibrate_kind_thresholds(recipe: Recipe, output: Path) -> dict[str, Any]:
     cheap = proposer_adapter(output, "cheap")
     head = heads["cheap"]
     dataclasses.replace(head, metrics={**head.metrics, "escalation": escalation}).save(cheap)
-    record = _read_manifest(cheap)
+    record = read_manifest(cheap)
     record.setdefault("opening_head", {}).setdefault("validation", {})["escalation"] = escalation
     _write_manifest(cheap, record)
     logger.info("D's kind thresholds on %d held-out rows: %s, per kind %s; kind accuracy %.3f (strong %.3f) "
@@ -257,16 +257,10 @@ def calibrate_kind_thresholds(recipe: Recipe, output: Path) -> dict[str, Any]:
 
 
 def _record_head(adapter: Path, manifest: dict[str, Any]) -> None:
-    record = _read_manifest(adapter)
+    record = read_manifest(adapter)
     keys = ("data", "wall_seconds", "computed_rows", "examples_per_second", "validation")
     record["opening_head"] = {key: manifest[key] for key in keys}
     _write_manifest(adapter, record)
-
-
-def _read_manifest(adapter: Path) -> dict[str, Any]:
-    """Return the adapter's training manifest, or an empty one when it has none."""
-    path = adapter / MANIFEST_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _write_manifest(adapter: Path, record: dict[str, Any]) -> None:

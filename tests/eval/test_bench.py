@@ -113,12 +113,17 @@ def _cli_bench(tiny_dirs, dataset, out, *options):
     ])
 
 
-def test_cli_resume_extends_with_larger_limit(tiny_dirs, tmp_path):
-    dataset = write_examples(make_examples(6), tmp_path / "eval.jsonl")
+def _stored_run(tiny_dirs, tmp_path, examples, limit):
+    """Run A and B on `limit` of `examples` tiny examples; return the dataset, out folder, store and run."""
+    dataset = write_examples(make_examples(examples), tmp_path / "eval.jsonl")
     out = tmp_path / "runs"
-    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "2").exit_code == 0
+    assert _cli_bench(tiny_dirs, dataset, out, "--limit", str(limit)).exit_code == 0
     store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
-    run = store.latest_run()
+    return dataset, out, store, store.latest_run()
+
+
+def test_cli_resume_extends_with_larger_limit(tiny_dirs, tmp_path):
+    dataset, out, store, run = _stored_run(tiny_dirs, tmp_path, 6, 2)
     first = store.done_example_ids(run.run_id, "A")
 
     result = _cli_bench(tiny_dirs, dataset, out, "--limit", "4", "--resume", run.run_id)
@@ -132,11 +137,8 @@ def test_cli_resume_extends_with_larger_limit(tiny_dirs, tmp_path):
     assert [entry["examples"] for entry in resumed.config["resumed"]] == [4]
 
 
-def test_cli_resume_rejects_a_sample_without_stored_examples(tiny_dirs, tmp_path):
-    dataset = write_examples(make_examples(6), tmp_path / "eval.jsonl")
-    out = tmp_path / "runs"
-    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "4").exit_code == 0
-    run = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}").latest_run()
+def test_cli_resume_rejects_smaller_sample(tiny_dirs, tmp_path):
+    dataset, out, _, run = _stored_run(tiny_dirs, tmp_path, 6, 4)
 
     result = _cli_bench(tiny_dirs, dataset, out, "--limit", "1", "--resume", run.run_id)
 
@@ -145,11 +147,7 @@ def test_cli_resume_rejects_a_sample_without_stored_examples(tiny_dirs, tmp_path
 
 
 def test_cli_resume_rejects_changed_settings(tiny_dirs, tmp_path):
-    dataset = write_examples(make_examples(3), tmp_path / "eval.jsonl")
-    out = tmp_path / "runs"
-    assert _cli_bench(tiny_dirs, dataset, out, "--limit", "2").exit_code == 0
-    store = SqlTraceStore(f"sqlite:///{out / 'traces.sqlite'}")
-    run = store.latest_run()
+    dataset, out, store, run = _stored_run(tiny_dirs, tmp_path, 3, 2)
 
     result = _cli_bench(tiny_dirs, dataset, out, "--limit", "2", "--seed", "5", "--resume", run.run_id)
 

@@ -40,6 +40,7 @@ import numpy as np
 from spec_agent.cost import CostModel
 from spec_agent.db.store import DecisionRow, TraceStore
 from spec_agent.errors import ConfigError
+from spec_agent.escalation import EscalationTarget
 
 ScoreSource = Literal["verifier", "judge", "confidence", "kind"]
 SCORE_SOURCES: tuple[str, ...] = ("verifier", "judge", "confidence", "kind")
@@ -89,6 +90,8 @@ class ReplayFrame:
     strong_cost: np.ndarray
     cheap_tokens: np.ndarray
     """Prompt plus completion tokens of the proposal's cheap calls."""
+    position: np.ndarray
+    """Order in which the run reached each example (0 first), from the order its rows were stored."""
     weak_kind_accuracy: float | None
     """Configuration B's kind accuracy, None without B."""
     weak_full_accuracy: float | None
@@ -118,6 +121,7 @@ class ReplayFrame:
             score_cost={name: pick(values) for name, values in self.score_cost.items()},
             strong_cost=pick(self.strong_cost),
             cheap_tokens=pick(self.cheap_tokens),
+            position=pick(self.position),
         )
 
     @classmethod
@@ -132,13 +136,18 @@ class ReplayFrame:
             ConfigError: A is missing, or neither B nor D is.
         """
         by_config: dict[str, dict[str, DecisionRow]] = {}
+        reached: dict[str, int] = {}
         for row in rows:
             by_config.setdefault(row.config, {})[row.example_id] = row
+            reached.setdefault(row.example_id, len(reached))
         _require(by_config)
         prices = (cost_model or CostModel()).call_prices
         source = by_config.get("B") or by_config["D"]
         ids = tuple(sorted(set(by_config["A"]) & set(source)))
-        columns = [_example_columns(by_config, example_id, prices) for example_id in ids]
+        columns = [
+            {**_example_columns(by_config, example_id, prices), "position": reached[example_id]}
+            for example_id in ids
+        ]
         return cls._from_columns(ids, columns, by_config)
 
     @classmethod
@@ -166,6 +175,7 @@ class ReplayFrame:
             score_cost={name: array(f"score_cost_{name}") for name in sources},
             strong_cost=array("strong_cost"),
             cheap_tokens=array("cheap_tokens"),
+            position=array("position", int),
             weak_kind_accuracy=_mean([row.kind_correct for row in weak]),
             weak_full_accuracy=_mean([row.full_correct for row in weak]),
         )
@@ -318,6 +328,43 @@ def replay(frame: ReplayFrame, settings: Sequence[ReplaySetting]) -> ReplaySweep
             accepted[rows] = frame.valid & (scores >= thresholds)
         base_cost[rows] = frame.cheap_cost + frame.score_cost[source]
     return _summarise(frame, tuple(settings), accepted, base_cost)
+
+
+def replay_target(
+    frame: ReplayFrame,
+    setting: ReplaySetting,
+    target: EscalationTarget,
+    *,
+    order: Sequence[int] | None = None,
+) -> ReplaySweep:
+    """Replay one setting whose thresholds an escalation target moves, step by step.
+
+    The examples pass through `target` (a fresh one, which this consumes) one at a time, in the
+    order the run reached them, or in `order` (indices into the frame) to ask what another order
+    of the same traffic would have done. Each step reads the target's offset, decides as the
+    speculation graph does, and records its margin.
+
+    Raises:
+        ConfigError: The setting reads a score the run did not store, or `order` is not a
+            permutation of the frame's examples.
+    """
+    if frame.n == 0:
+        raise ConfigError("The run has no example with both A's and the proposal's rows to replay.")
+    walk = np.argsort(frame.position, kind="stable") if order is None else np.asarray(order)
+    if sorted(walk.tolist()) != list(range(frame.n)):
+        raise ConfigError(f"order must list each of the frame's {frame.n} example indices once.")
+    scores = _scores(frame, setting.score)
+    thresholds = threshold_matrix(frame, [setting])[0]
+    with np.errstate(invalid="ignore"):
+        scored = frame.valid & (scores >= 0.0) & (scores <= 1.0)
+    margins = np.where(scored, scores - thresholds, -np.inf)
+    accepted = np.zeros(frame.n, dtype=bool)
+    for index in walk:
+        accepted[index] = scored[index] and scores[index] >= thresholds[index] + target.offset()
+        target.record(float(margins[index]), escalated=not accepted[index])
+    named = replace(setting, name=f"{setting.label()}, escalation target {target.rate:.3f}")
+    base_cost = frame.cheap_cost + frame.score_cost[setting.score]
+    return _summarise(frame, (named,), accepted[None, :], base_cost[None, :])
 
 
 def _scores(frame: ReplayFrame, source: str) -> np.ndarray:

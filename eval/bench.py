@@ -32,6 +32,10 @@ DEFAULT_LIMIT = 40
 """Examples in the default run. With the embedded models, all five configurations take about
 10 to 16 minutes on a 2-core CPU (measured). `limit=0` runs the whole eval split."""
 
+DEFAULT_MAX_COST = 0.40
+"""Mean cost per step D is held to by default, relative to A: the cost target of the project's
+quality goals (D within 2 points of A's accuracy at no more than 40% of A's cost)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
@@ -75,6 +79,10 @@ class BenchConfig:
     dtype: str = "float32"
     """Weight precision of local models, `float32` or `bfloat16` (the CLI resolves `auto` with
     `compute_dtype` before the run, so the stored settings name the precision that ran)."""
+    max_cost: float | None = DEFAULT_MAX_COST
+    """Mean cost per step to hold D and E to, relative to one strong call (0.40 is 40% of A's
+    cost). Each gets an `EscalationTarget` that moves its thresholds, reading no label; None keeps
+    the thresholds fixed."""
     name: str = "bench"
     """Run name stored with the run."""
 
@@ -86,6 +94,9 @@ class BenchConfig:
         if self.dtype not in DTYPES or self.dtype == "auto":
             raise ConfigError(f"dtype must be 'float32' or 'bfloat16' (resolve 'auto' with compute_dtype), "
                               f"got {self.dtype!r}.")
+        if self.max_cost is not None and not 0.0 < self.max_cost <= 2.0:
+            raise ConfigError(f"max_cost {self.max_cost!r} is not a cost per step relative to A; "
+                              "pass a value such as 0.40 (40% of A's cost).")
         for key, value in self.thresholds.items():
             if key not in ("judge", "verifier"):
                 raise ConfigError(f"Unknown threshold key {key!r}; use 'judge' or 'verifier'.")
@@ -135,13 +146,20 @@ class PassStats:
 def select_examples(examples: Sequence[Example], *, limit: int, seed: int) -> list[Example]:
     """Return a seeded random sample of `limit` examples (all of them when `limit` is 0).
 
-    The result is in trajectory order, so consecutive steps of one conversation run back to back
-    and each model's prefix cache serves the history they share.
+    The steps of one scenario stay together in trajectory order, so each model's prefix cache
+    serves the history they share. The scenarios come in an order shuffled with `seed`, so the
+    run's stream mixes sources the way live traffic does: sorted, it would bring every
+    irrelevance example first, and an `EscalationTarget` would learn its offset from them alone.
     """
     ordered = sorted(examples, key=trajectory_order)
-    if limit == 0 or limit >= len(ordered):
-        return ordered
-    return sorted(random.Random(seed).sample(ordered, limit), key=trajectory_order)
+    if 0 < limit < len(ordered):
+        ordered = sorted(random.Random(seed).sample(ordered, limit), key=trajectory_order)
+    by_scenario: dict[str, list[Example]] = {}
+    for example in ordered:
+        by_scenario.setdefault(example.scenario, []).append(example)
+    scenarios = list(by_scenario)
+    random.Random(f"scenario order {seed}").shuffle(scenarios)
+    return [example for scenario in scenarios for example in by_scenario[scenario]]
 
 
 def trajectory_order(example: Example) -> tuple[str, str, int, int, str]:
@@ -202,6 +220,7 @@ class BenchRunner:
                 thresholds=config.thresholds,
                 thresholds_by_kind=config.thresholds_by_kind or None,
                 cost_model=cost_model,
+                max_cost=config.max_cost,
             )
             for letter in config.configurations
         }

@@ -253,6 +253,10 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         auc = validation.get("heldout_roc_auc")
         lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`{prior}; ROC AUC of the "
                      f"classifier on held-out train-split pairs {_number(auc)}; threshold {_number(threshold)}")
+    if settings.get("max_cost") is not None:
+        lines.append(f"- Escalation target of D and E: their thresholds move by one shared offset, learnt from the "
+                     f"scores of earlier steps (no label is read), so that a step costs "
+                     f"{_number(settings['max_cost'])} of a strong call on average (`--max-cost`)")
     shipped = trained.get("shipped_verifier")
     if shipped:
         auc = (shipped.get("validation") or {}).get("heldout_roc_auc")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from spec_agent.cost import CostModel
 from spec_agent.errors import ConfigError
+from spec_agent.escalation import EscalationTarget, rate_for_cost
 from spec_agent.proposers import Proposer
-from spec_agent.verifiers import Verifier
+from spec_agent.verifiers import Verifier, model_calls
 
 from spec_agent.graphs.speculation import build_speculation_graph
+
+logger = logging.getLogger(__name__)
 
 VerifierChoice = Literal["none", "judge", "verifier"]
 
@@ -74,6 +78,7 @@ def build_configuration(
     thresholds: dict[str, float] | None = None,
     thresholds_by_kind: dict[str, float] | None = None,
     cost_model: CostModel | None = None,
+    max_cost: float | None = None,
 ) -> Any:
     """Compile the speculation graph for one configuration.
 
@@ -87,11 +92,18 @@ def build_configuration(
         thresholds_by_kind: Thresholds per proposed action kind for the `verifier` choice,
             overriding `thresholds["verifier"]` for those kinds.
         cost_model: Prices each decision's calls.
+        max_cost: Mean cost per step to hold the `verifier` configurations to, relative to one
+            strong call: each gets its own `EscalationTarget` at the rate that costs this much.
+            A configuration whose proposals alone cost more keeps its thresholds fixed, with a
+            warning. None keeps every threshold fixed.
     """
     if isinstance(config, str):
         config = get_configuration(config)
     chosen = {"none": None, "judge": judge, "verifier": verifier}[config.verifier]
     threshold = (thresholds or {}).get(config.verifier, 0.5)
+    target = None
+    if max_cost is not None and config.verifier == "verifier":
+        target = _escalation_target(config, max_cost, cost_model or CostModel(), verifier)
     return build_speculation_graph(
         proposer=cheap if config.speculate else None,
         verifier=chosen,
@@ -101,4 +113,17 @@ def build_configuration(
         thresholds_by_kind=thresholds_by_kind if config.verifier == "verifier" else None,
         cost_model=cost_model,
         name=f"configuration-{config.name}",
+        escalation_target=target,
     )
+
+
+def _escalation_target(
+    config: Configuration, max_cost: float, cost_model: CostModel, verifier: Verifier
+) -> EscalationTarget | None:
+    try:
+        rate = rate_for_cost(max_cost, cost_model=cost_model, n_proposals=config.n_proposals,
+                             verifier_calls=model_calls(verifier))
+    except ConfigError as error:
+        logger.warning("Configuration %s keeps its thresholds fixed: %s", config.name, error)
+        return None
+    return EscalationTarget(rate=rate)

@@ -27,6 +27,7 @@ from spec_agent.actions import ACTION_KINDS
 from spec_agent.cost import CostModel, ModelCall
 from spec_agent.decision import Decision, Proposal, check_threshold, pick, verdict
 from spec_agent.errors import ConfigError, SpecAgentRuntimeError
+from spec_agent.escalation import EscalationTarget, step_margin
 from spec_agent.proposers import Proposer, apropose
 from spec_agent.verifiers import Verifier, ascore
 
@@ -53,6 +54,8 @@ class SpeculationState(TypedDict, total=False):
     fallback: Proposal | None
     calls: Annotated[list[ModelCall], operator.add]
     errors: Annotated[list[str], operator.add]
+    threshold: float
+    """Default threshold the verify node applied, after any escalation target's offset."""
     decision: Decision
 
 
@@ -67,6 +70,7 @@ def build_speculation_graph(
     name: str = "speculation",
     thresholds_by_kind: Mapping[str, float] | None = None,
     checkpointer: Any = None,
+    escalation_target: EscalationTarget | None = None,
 ) -> Any:
     """Build and compile the propose -> verify -> fallback graph.
 
@@ -82,6 +86,8 @@ def build_speculation_graph(
             for those kinds (e.g. a stricter one for `final_answer`).
         checkpointer: Passed to `compile`; `False` keeps a graph that runs inside another graph's
             node from writing checkpoints of its own.
+        escalation_target: Moves every threshold by one shared offset so that about its rate of
+            steps escalate; None keeps the thresholds fixed.
 
     Raises:
         ConfigError: The combination of arguments cannot make a decision.
@@ -94,6 +100,7 @@ def build_speculation_graph(
         threshold=threshold,
         cost_model=cost_model,
         thresholds_by_kind=thresholds_by_kind,
+        escalation_target=escalation_target,
     )
     return loop.compile(name=name, checkpointer=checkpointer)
 
@@ -127,8 +134,11 @@ class SpeculationLoop:
         threshold: float = 0.5,
         cost_model: CostModel | None = None,
         thresholds_by_kind: Mapping[str, float] | None = None,
+        escalation_target: EscalationTarget | None = None,
     ) -> None:
         _check_arguments(proposer, verifier, fallback, n_proposals, threshold)
+        if escalation_target is not None and verifier is None:
+            raise ConfigError("An escalation target needs a verifier whose thresholds it can move.")
         nodes = _Nodes(
             proposer=proposer,
             verifier=verifier,
@@ -137,6 +147,7 @@ class SpeculationLoop:
             threshold=threshold,
             cost_model=cost_model or CostModel(),
             thresholds_by_kind=_check_kind_thresholds(thresholds_by_kind),
+            escalation_target=escalation_target,
         )
         self.steps: dict[str, _Step] = {"finalize": (nodes.finalize, None)}
         self.edges: dict[str, _Edge] = {"finalize": END}
@@ -259,6 +270,7 @@ class _Nodes:
         threshold: float,
         cost_model: CostModel,
         thresholds_by_kind: dict[str, float] | None = None,
+        escalation_target: EscalationTarget | None = None,
     ) -> None:
         self.proposer = proposer
         self.verifier = verifier
@@ -267,6 +279,7 @@ class _Nodes:
         self.threshold = threshold
         self.cost_model = cost_model
         self.thresholds_by_kind = thresholds_by_kind or {}
+        self.escalation_target = escalation_target
 
     def propose(self, state: SpeculationState) -> dict[str, Any]:
         """Ask the proposer for candidates; a proposer failure leaves none, which escalates."""
@@ -316,14 +329,21 @@ class _Nodes:
         scores = [score for score, _, _ in results]
         calls = [call for _, score_calls, _ in results for call in score_calls]
         errors = [error for _, _, error in results if error]
+        thresholds = [self.threshold_for(proposal) for proposal in proposals]
+        target = self.escalation_target
+        offset = target.offset() if target is not None else 0.0
         verdicts = tuple(
-            verdict(proposal, score, self.threshold_for(proposal))
-            for proposal, score in zip(proposals, scores, strict=True)
+            verdict(proposal, score, threshold + offset)
+            for proposal, score, threshold in zip(proposals, scores, thresholds, strict=True)
         )
+        chosen = pick(tuple(scores), verdicts)
+        if target is not None:
+            target.record(step_margin(proposals, scores, thresholds), escalated=chosen is None)
         return {
             "scores": scores,
             "verdicts": list(verdicts),
-            "chosen": pick(tuple(scores), verdicts),
+            "chosen": chosen,
+            "threshold": min(max(self.threshold + offset, 0.0), 1.0),
             "calls": calls,
             "errors": errors,
         }
@@ -409,7 +429,7 @@ class _Nodes:
             verdicts=tuple(state.get("verdicts", [])),
             chosen=chosen,
             fallback=state.get("fallback"),
-            threshold=self.threshold if self.verifier is not None else None,
+            threshold=state.get("threshold", self.threshold) if self.verifier is not None else None,
             calls=calls,
             cost=self.cost_model.call_cost(list(calls)),
             flops=self.cost_model.token_flops(list(calls)),

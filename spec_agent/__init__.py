@@ -28,6 +28,7 @@ _EXPORTS = {
     "CostModel": "spec_agent.cost",
     "Decision": "spec_agent.decision",
     "DecisionRow": "spec_agent.db.store",
+    "EscalationTarget": "spec_agent.escalation",
     "GenerationConfig": "spec_agent.hf",
     "GrammarConstraint": "spec_agent.constrained",
     "HFChatModel": "spec_agent.hf",
@@ -67,7 +68,9 @@ _EXPORTS = {
     "redact_secrets": "spec_agent.redaction",
     "render_action": "spec_agent.prompts",
     "render_chat": "spec_agent.prompts",
+    "rate_for_cost": "spec_agent.escalation",
     "replay": "spec_agent.db.replay",
+    "replay_target": "spec_agent.db.replay",
     "speculative_node": "spec_agent.node",
 }
 

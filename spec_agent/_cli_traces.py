@@ -224,9 +224,11 @@ def replay_command(
     score: Annotated[str, typer.Option(help="Stored score to replay: verifier (D), judge (C), confidence or kind (the proposal's kind probability).")] = "verifier",
     by_kind: Annotated[str | None, typer.Option(help="Per-kind thresholds, e.g. file_read=0.3,tool_call=0.7.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows to this JSON file.")] = None,
+    escalation_rate: Annotated[float | None, typer.Option(help="Move each setting's thresholds by one shared offset so that this share of examples escalates, learnt step by step in run order as an EscalationTarget does live.")] = None,
 ) -> None:
     """Re-score a stored run under other thresholds or another stored score, without model calls."""
-    from spec_agent.db.replay import SCORE_SOURCES, load_frame, sweep, threshold_grid
+    from spec_agent.db.replay import SCORE_SOURCES, ReplaySetting, load_frame, replay, replay_target, threshold_grid
+    from spec_agent.escalation import EscalationTarget
 
     try:
         if score not in SCORE_SOURCES:
@@ -235,7 +237,13 @@ def replay_command(
         trace_store = _open(store)
         chosen = _resolve_run(trace_store, run_id)
         frame = load_frame(trace_store, chosen)
-        rows = sweep(frame, values, score=score, by_kind=_kind_thresholds(by_kind)).rows()  # type: ignore[arg-type]
+        settings = [ReplaySetting(threshold=value, by_kind=_kind_thresholds(by_kind), score=score)  # type: ignore[arg-type]
+                    for value in values]
+        if escalation_rate is None:
+            rows = replay(frame, settings).rows()
+        else:
+            rows = [row for setting in settings
+                    for row in replay_target(frame, setting, EscalationTarget(rate=escalation_rate)).rows()]
     except SpecAgentError as error:
         _fail(error)
     _print_replay(chosen, rows)

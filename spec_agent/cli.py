@@ -14,7 +14,7 @@ from spec_agent._cli_assets import assets_app
 from spec_agent._cli_episodes import episodes
 from spec_agent._cli_traces import register as register_trace_commands
 from spec_agent._cli_train import train_app
-from spec_agent.eval.bench import DEFAULT_LIMIT
+from spec_agent.eval.bench import DEFAULT_LIMIT, DEFAULT_MAX_COST
 from spec_agent.errors import ConfigError, SpecAgentError
 
 app = typer.Typer(
@@ -93,6 +93,7 @@ def bench(
     workers: Annotated[int, typer.Option(help="Processes to shard examples over, each loading its own models.")] = 1,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run the --workers shards on (ray://HOST:10001, 'auto', or 'local' to start one here); needs the ray extra.")] = None,
     dtype: Annotated[str, typer.Option(help="Weight precision of local models: float32 (the precision the shipped thresholds were calibrated in), bfloat16, or auto (bfloat16 on CPUs with AMX, whose prefill it makes about 4 times faster; float32 elsewhere).")] = "float32",
+    max_cost: Annotated[float, typer.Option(help="Mean cost per step to hold D and E to, relative to one strong call: their thresholds move by one shared offset so that the share of escalated steps fits it, reading no label. 0 keeps the thresholds fixed.")] = DEFAULT_MAX_COST,
 ) -> None:
     """Run configurations A-E over the eval set and write REPORT.md, results.json and frontier.png."""
     from spec_agent import _commands
@@ -131,6 +132,7 @@ def bench(
             opening_heads=not no_opening_head,
             free_calls=free_calls,
             dtype=compute_dtype(dtype),
+            max_cost=max_cost or None,
         )
         _commands.run_bench(
             config,

@@ -19,6 +19,7 @@ from spec_agent.budget import METADATA_KEY, SpeculationBudget
 from spec_agent.cost import CostModel, ModelCall
 from spec_agent.decision import Proposal
 from spec_agent.errors import ConfigError
+from spec_agent.escalation import EscalationTarget
 from spec_agent.node import LIVE_CONFIG, Speculator, StepContext, tool_schemas
 from spec_agent.proposers import as_proposer, model_name, proposal_from_message
 from spec_agent.verifiers import as_verifier
@@ -99,6 +100,8 @@ class SpeculativeMiddleware(AgentMiddleware):
         threshold: Verifier score at or above which a proposal is accepted, in [0, 1].
         n_proposals: Proposals per step; the verifier picks the best accepted one.
         thresholds_by_kind: Threshold per action kind, overriding `threshold` for those kinds.
+        escalation_target: Moves every threshold by one shared offset so that about its rate of
+            steps escalate (see `EscalationTarget`); None keeps the thresholds fixed.
         cost_model: Prices the calls of each decision; defaults to `CostModel()`.
         store: A trace store that receives one row per decision; None stores none.
         budget: Cost limits per run and per thread; None means no limit.
@@ -120,6 +123,7 @@ class SpeculativeMiddleware(AgentMiddleware):
         threshold: float = 0.5,
         n_proposals: int = 1,
         thresholds_by_kind: Mapping[str, float] | None = None,
+        escalation_target: EscalationTarget | None = None,
         cost_model: CostModel | None = None,
         store: Any = None,
         budget: SpeculationBudget | None = None,
@@ -147,6 +151,7 @@ class SpeculativeMiddleware(AgentMiddleware):
             store=store,
             cost_model=cost_model,
             thresholds_by_kind=thresholds_by_kind,
+            escalation_target=escalation_target,
             budget=budget,
             name=label,
             validate_schema=validate_schema,

@@ -28,6 +28,7 @@ from spec_agent.budget import METADATA_KEY, SpeculationBudget
 from spec_agent.cost import CostModel
 from spec_agent.decision import Decision, check_threshold
 from spec_agent.errors import BudgetExceededError, ConfigError
+from spec_agent.escalation import EscalationTarget
 from spec_agent.proposers import as_proposer
 from spec_agent.verifiers import SchemaVerifier, VerifierChain, as_verifier
 
@@ -54,6 +55,7 @@ def speculative_node(
     store: Any = None,
     cost_model: CostModel | None = None,
     thresholds_by_kind: Mapping[str, float] | None = None,
+    escalation_target: EscalationTarget | None = None,
     budget: SpeculationBudget | None = None,
     name: str = "agent",
     validate_schema: bool = True,
@@ -81,6 +83,8 @@ def speculative_node(
         store: A trace store (`SqlTraceStore`) that receives one row per decision; None stores none.
         cost_model: Prices the calls of each decision; defaults to `CostModel()`.
         thresholds_by_kind: Threshold per action kind, overriding `threshold` for those kinds.
+        escalation_target: Moves every threshold by one shared offset so that about its rate of
+            steps escalate (see `EscalationTarget`); None keeps the thresholds fixed.
         budget: Cost limits per run and per thread; None means no limit.
         name: Node name, used in the trace store's run name and in log messages.
         validate_schema: Run `SchemaVerifier` before `verifier`, so a tool call with an unknown
@@ -104,6 +108,7 @@ def speculative_node(
         store=store,
         cost_model=cost_model,
         thresholds_by_kind=thresholds_by_kind,
+        escalation_target=escalation_target,
         budget=budget,
         name=name,
         validate_schema=validate_schema,
@@ -214,6 +219,7 @@ class Speculator:
         store: Any = None,
         cost_model: CostModel | None = None,
         thresholds_by_kind: Mapping[str, float] | None = None,
+        escalation_target: EscalationTarget | None = None,
         budget: SpeculationBudget | None = None,
         name: str = "agent",
         validate_schema: bool = True,
@@ -241,6 +247,7 @@ class Speculator:
             threshold=threshold,
             cost_model=self.cost_model,
             thresholds_by_kind=thresholds_by_kind,
+            escalation_target=escalation_target,
         )
         self.models = {
             "cheap": getattr(proposer, "name", None),

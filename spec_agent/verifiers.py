@@ -55,6 +55,8 @@ class ConfidenceVerifier:
     """
 
     name = "confidence"
+    model_calls = 0
+    """Model calls per score; verifiers without this attribute are taken to make one."""
 
     def score(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
@@ -73,6 +75,7 @@ class KindVerifier:
     """
 
     name = "kind"
+    model_calls = 0
 
     def score(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
@@ -125,6 +128,7 @@ class SchemaVerifier:
     """
 
     name = "schema"
+    model_calls = 0
 
     def score(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
@@ -341,6 +345,7 @@ class VerifierChain:
         self.reject_below = reject_below
         self.timeout_s = timeout_s
         self.name = "chain(" + ",".join(verifier.name for verifier in self.verifiers) + ")"
+        self.model_calls = sum(model_calls(verifier) for verifier in self.verifiers)
 
     def score(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], proposal: Proposal
@@ -428,6 +433,11 @@ async def ascore(
         raise SpecAgentRuntimeError(
             f"Verifier {verifier.name} timed out after {timeout_s}s; the proposal is rejected."
         ) from error
+
+
+def model_calls(verifier: Any) -> int:
+    """Return the model calls a verifier makes per score (its `model_calls`, else one)."""
+    return int(getattr(verifier, "model_calls", 1))
 
 
 def as_verifier(model: Any, *, role: Role = "judge") -> Any:

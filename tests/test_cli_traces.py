@@ -108,6 +108,18 @@ def test_replay_per_kind(app, stored, tmp_path):
     assert row["by_kind"] == {"final_answer": 0.7}
 
 
+def test_replay_under_an_escalation_target(app, stored, tmp_path):
+    url, _ = stored
+    out = tmp_path / "replay.json"
+    result = _invoke(app, "replay", "--store", url, "--thresholds", "0.5", "--escalation-rate", "0.25",
+                     "--json", str(out))
+    [row] = json.loads(out.read_text())
+    assert result.exit_code == 0
+    assert row["setting"] == "verifier>=0.5, escalation target 0.250"
+    # Four examples are all within the target's warm-up, so the fixed threshold decides them.
+    assert row["kind_accuracy"] == pytest.approx(0.5)
+
+
 def test_replay_unknown_score(app, stored):
     url, _ = stored
     result = runner.invoke(app, ["replay", "--store", url, "--score", "oracle"])

@@ -16,6 +16,7 @@ from langgraph.types import RetryPolicy
 from spec_agent.budget import SpeculationBudget
 from spec_agent.db.store import SqlTraceStore
 from spec_agent.errors import BudgetExceededError, ConfigError, SpecAgentRuntimeError
+from spec_agent.escalation import EscalationTarget
 from spec_agent.node import DECISION_EVENT, flush_traces, speculative_node, to_openai_messages
 from tests.chat_fakes import ScriptedVerifier, TagRecorder, scripted, tool_reply
 
@@ -119,6 +120,20 @@ def test_kind_threshold_overrides_default():
     message = ask(agent(node))["messages"][-1]
     assert message.content == "checked and done"
     assert message.response_metadata["spec_agent"]["decision"] == "escalate"
+
+
+def test_escalation_target_moves_the_threshold():
+    # Rate 1 after a one-step warm-up: the second proposal escalates although it scores 0.9.
+    cheap = scripted(tool_reply("ls", a=True), AIMessage("final_answer: notes.txt is here."))
+    strong = scripted(AIMessage("final_answer: checked: notes.txt."))
+    target = EscalationTarget(rate=1.0, warmup=1)
+    app = agent(speculative_node(cheap, ScriptedVerifier(0.9, 0.9), strong, tools=[ls], escalation_target=target))
+    messages = ask(app)["messages"]
+    assert [message.response_metadata["spec_agent"]["decision"] for message in (messages[1], messages[3])] == [
+        "accept", "escalate"
+    ]
+    assert messages[3].content == "checked: notes.txt."
+    assert (target.steps, target.escalated) == (2, 1)
 
 
 def test_fallback_failure_names_thread_and_step():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -85,6 +86,21 @@ def test_failure_keeps_committed_examples(tiny_dirs, tmp_path):
     assert [row.example_id for row in store.decisions(run_id)] == ["ex0"]
 
 
+def test_select_examples_keeps_scenarios_together_in_shuffled_order():
+    examples = [
+        dataclasses.replace(example, scenario=f"s{index // 3}", metadata={"step": index % 3})
+        for index, example in enumerate(make_examples(30))
+    ]
+    chosen = select_examples(examples, limit=0, seed=1)
+    scenarios = [example.scenario for example in chosen]
+    runs = [scenario for index, scenario in enumerate(scenarios) if index == 0 or scenario != scenarios[index - 1]]
+    assert sorted(runs) == sorted(set(scenarios))
+    assert runs != sorted(runs)
+    for scenario in runs:
+        assert [example.metadata["step"] for example in chosen if example.scenario == scenario] == [0, 1, 2]
+    assert [example.id for example in select_examples(examples, limit=0, seed=2)] != [example.id for example in chosen]
+
+
 def test_select_examples_is_seeded():
     examples = make_examples(20)
     first = [example.id for example in select_examples(examples, limit=5, seed=3)]
@@ -99,7 +115,7 @@ def test_select_examples_is_seeded():
     ("kwargs", "message"),
     [({"configurations": ("F",)}, "Unknown configuration"), ({"limit": -1}, "limit"),
      ({"thresholds": {"verifier": 2.0}}, "outside"), ({"thresholds": {"jduge": 0.5}}, "jduge"),
-     ({"dtype": "auto"}, "dtype must be")],
+     ({"dtype": "auto"}, "dtype must be"), ({"max_cost": 0.0}, "max_cost 0.0")],
 )
 def test_bench_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -265,6 +265,16 @@ def test_header_kind_verifier(tmp_path):
     markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
     assert "and ROC AUC 0.778 of its kind probability there (calibrated threshold 0.800)" in markdown
     assert "- Verifier of D and E: the cheap proposal's kind probability (`KindVerifier`), threshold 0.800" in markdown
+    assert "Escalation target" not in markdown
+
+
+def test_header_escalation_target(tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    run_id = store.start_run(name="target", config={"settings": {"verifier": "kind", "max_cost": 0.4}})
+    store.finish_run(run_id, "finished")
+    markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert ("- Escalation target of D and E: their thresholds move by one shared offset, learnt from the scores of "
+            "earlier steps (no label is read), so that a step costs 0.400 of a strong call on average") in markdown
 
 
 def test_header_names_the_unused_shipped_verifier(tmp_path):

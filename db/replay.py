@@ -284,6 +284,8 @@ class ReplaySweep:
     """Mean cheap tokens per example spent on proposals that were rejected."""
     wasted_cost: np.ndarray
     """Mean per-call cost per example of cheap and scoring calls on rejected proposals."""
+    accepted: np.ndarray
+    """(settings x examples) True where the setting accepts the proposal, for paired comparisons."""
 
     def rows(self) -> list[dict[str, Any]]:
         """Return one JSON-compatible dict per setting (NaN becomes None)."""
@@ -417,6 +419,7 @@ def _summarise(
         false_reject_rate=false_reject,
         wasted_tokens=(rejected * frame.cheap_tokens).mean(axis=1),
         wasted_cost=(rejected * base_cost).mean(axis=1),
+        accepted=accepted,
     )
 
 

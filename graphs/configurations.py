@@ -78,7 +78,7 @@ def build_configuration(
     thresholds: dict[str, float] | None = None,
     thresholds_by_kind: dict[str, float] | None = None,
     cost_model: CostModel | None = None,
-    max_cost: float | None = None,
+    escalation_target: EscalationTarget | None = None,
 ) -> Any:
     """Compile the speculation graph for one configuration.
 
@@ -92,18 +92,13 @@ def build_configuration(
         thresholds_by_kind: Thresholds per proposed action kind for the `verifier` choice,
             overriding `thresholds["verifier"]` for those kinds.
         cost_model: Prices each decision's calls.
-        max_cost: Mean cost per step to hold the `verifier` configurations to, relative to one
-            strong call: each gets its own `EscalationTarget` at the rate that costs this much.
-            A configuration whose proposals alone cost more keeps its thresholds fixed, with a
-            warning. None keeps every threshold fixed.
+        escalation_target: Moves the verifier's thresholds so that about its rate of steps
+            escalate (see `escalation_target_for`); None keeps them fixed.
     """
     if isinstance(config, str):
         config = get_configuration(config)
     chosen = {"none": None, "judge": judge, "verifier": verifier}[config.verifier]
     threshold = (thresholds or {}).get(config.verifier, 0.5)
-    target = None
-    if max_cost is not None and config.verifier == "verifier":
-        target = _escalation_target(config, max_cost, cost_model or CostModel(), verifier)
     return build_speculation_graph(
         proposer=cheap if config.speculate else None,
         verifier=chosen,
@@ -113,13 +108,29 @@ def build_configuration(
         thresholds_by_kind=thresholds_by_kind if config.verifier == "verifier" else None,
         cost_model=cost_model,
         name=f"configuration-{config.name}",
-        escalation_target=target,
+        escalation_target=escalation_target,
     )
 
 
-def _escalation_target(
-    config: Configuration, max_cost: float, cost_model: CostModel, verifier: Verifier
+def escalation_target_for(
+    config: Configuration | str, max_cost: float, *, cost_model: CostModel, verifier: Verifier
 ) -> EscalationTarget | None:
+    """Return a fresh escalation target that holds a configuration to a mean cost per step.
+
+    Args:
+        config: A configuration or its letter.
+        max_cost: Mean cost per step, relative to one strong call (0.40 is 40% of A's cost).
+        cost_model: Prices of the calls.
+        verifier: The configuration's verifier; `model_calls` says what scoring costs.
+
+    Returns:
+        None for a configuration without the small verifier, and, with a warning, for one whose
+        proposals alone cost more than `max_cost`.
+    """
+    if isinstance(config, str):
+        config = get_configuration(config)
+    if config.verifier != "verifier":
+        return None
     try:
         rate = rate_for_cost(max_cost, cost_model=cost_model, n_proposals=config.n_proposals,
                              verifier_calls=model_calls(verifier))

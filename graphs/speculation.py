@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 
 from spec_agent.actions import ACTION_KINDS
 from spec_agent.cost import CostModel, ModelCall
-from spec_agent.decision import Decision, Proposal, check_threshold, pick, verdict
+from spec_agent.decision import Decision, Proposal, check_threshold, pick, threshold_for, verdict
 from spec_agent.errors import ConfigError, SpecAgentRuntimeError
 from spec_agent.escalation import EscalationTarget, step_margin
 from spec_agent.proposers import Proposer, apropose
@@ -350,8 +350,7 @@ class _Nodes:
 
     def threshold_for(self, proposal: Proposal) -> float:
         """Return the acceptance threshold of a proposal's action kind."""
-        kind = proposal.action.kind if proposal.action is not None else None
-        return self.thresholds_by_kind.get(kind, self.threshold) if kind else self.threshold
+        return threshold_for(proposal, self.threshold, self.thresholds_by_kind)
 
     def _score(
         self, state: SpeculationState, proposal: Proposal

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -148,6 +149,12 @@ def verdict(proposal: Proposal, score: float | None, threshold: float) -> Verdic
                        score)
         return "REJECT"
     return "ACCEPT" if score >= threshold else "REJECT"
+
+
+def threshold_for(proposal: Proposal, default: float, by_kind: Mapping[str, float]) -> float:
+    """Return the threshold of a proposal's action kind: `by_kind`'s entry, else `default`."""
+    kind = proposal.action.kind if proposal.action is not None else None
+    return by_kind.get(kind, default) if kind else default
 
 
 def is_probability(value: Any) -> bool:

@@ -16,7 +16,7 @@ from spec_agent.db.replay import ReplayFrame, ReplaySetting, replay_target
 from spec_agent.decision import Proposal
 from spec_agent.errors import ConfigError
 from spec_agent.escalation import EscalationTarget, rate_for_cost, step_margin
-from spec_agent.graphs.configurations import _escalation_target, get_configuration
+from spec_agent.graphs.configurations import escalation_target_for
 from spec_agent.graphs.speculation import build_speculation_graph
 from spec_agent.proposers import LangChainProposer
 from spec_agent.verifiers import KindVerifier, VerifierChain
@@ -125,13 +125,14 @@ def test_step_margin_ignores_unscored_proposals():
 
 def test_configurations_get_their_own_target(caplog):
     verifier = KindVerifier()
-    d = _escalation_target(get_configuration("D"), 0.40, CostModel(), verifier)
+    d = escalation_target_for("D", 0.40, cost_model=CostModel(), verifier=verifier)
     assert d is not None and d.rate == pytest.approx(0.25)
-    chained = _escalation_target(get_configuration("D"), 0.40, CostModel(),
-                                 VerifierChain(verifiers=[KindVerifier(), Scripted([])]))
+    assert escalation_target_for("C", 0.40, cost_model=CostModel(), verifier=verifier) is None
+    chained = escalation_target_for("D", 0.40, cost_model=CostModel(),
+                                    verifier=VerifierChain(verifiers=[KindVerifier(), Scripted([])]))
     assert chained is not None and chained.rate == pytest.approx(0.20)
     with caplog.at_level(logging.WARNING):
-        assert _escalation_target(get_configuration("E"), 0.40, CostModel(), verifier) is None
+        assert escalation_target_for("E", 0.40, cost_model=CostModel(), verifier=verifier) is None
     assert "Configuration E keeps its thresholds fixed" in caplog.text
 
 

@@ -70,6 +70,21 @@ def test_resume_skips_stored_examples(tiny_dirs, tmp_path):
     assert resumed.models.strong.misses == 1
 
 
+def test_resume_feeds_stored_steps_to_the_escalation_target(tiny_dirs, tmp_path):
+    store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
+    run_id = store.start_run(name="test", config={})
+    first = make_runner(tiny_dirs, store, "ABDE")
+    # E's three proposals cost 0.45 before any escalation, above the default aim, so only D has one.
+    assert set(first.targets) == {"D"}
+    first.run(make_examples(3), run_id=run_id)
+    resumed = make_runner(tiny_dirs, store, "ABD")
+    resumed.run(make_examples(4), run_id=run_id)
+    stored = store.decisions(run_id, "D")
+    target = resumed.targets["D"]
+    assert (first.targets["D"].steps, target.steps) == (3, 4)
+    assert target.escalated == sum(row.decision == "escalate" for row in stored)
+
+
 def test_failure_keeps_committed_examples(tiny_dirs, tmp_path):
     store = SqlTraceStore(f"sqlite:///{tmp_path / 'traces.sqlite'}")
     runner = make_runner(tiny_dirs, store, "B")

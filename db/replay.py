@@ -341,9 +341,9 @@ def replay_target(
 ) -> ReplaySweep:
     """Replay one setting whose thresholds an escalation target moves, step by step.
 
-    The examples pass through `target` (a fresh one, which this consumes) one at a time, in the
-    order the run reached them, or in `order` (indices into the frame) to ask what another order
-    of the same traffic would have done. Each step reads the target's offset, decides as the
+    The examples pass through `target` one at a time, in the order the run reached them. Pass
+    `order` (indices into the frame) to ask what another order of the same traffic would have
+    done. The target must be fresh, and this call uses it up. Each step reads the target's offset, decides as the
     speculation graph does, and records its margin.
 
     Raises:

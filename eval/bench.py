@@ -39,8 +39,8 @@ DEFAULT_LIMIT = 40
 
 DEFAULT_MAX_COST = 0.39
 """Mean cost per step D aims at by default, relative to A. The project's quality goal caps D at
-40% of A's cost; the aim sits one point under it because an `EscalationTarget` overspends while
-it warms up and then wavers around its rate by a step or two."""
+40% of A's cost. The aim sits one point under the cap: an `EscalationTarget` overspends while it
+warms up, then wavers around its rate by a step or two."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -115,7 +115,7 @@ def build_configuration(
 def escalation_target_for(
     config: Configuration | str, max_cost: float, *, cost_model: CostModel, verifier: Verifier
 ) -> EscalationTarget | None:
-    """Return a fresh escalation target that holds a configuration to a mean cost per step.
+    """Return a fresh escalation target that keeps a configuration at a mean cost per step.
 
     Args:
         config: A configuration or its letter.

@@ -262,6 +262,7 @@ def escalation_frame(
         score_cost={"verifier": np.zeros(n)},
         strong_cost=np.full(n, float(prices["strong"])),
         cheap_tokens=np.zeros(n),
+        position=np.arange(n),
         weak_kind_accuracy=float((chosen["cheap"][1] == gold).mean()),
         weak_full_accuracy=None,
     )

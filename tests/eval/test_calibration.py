@@ -141,6 +141,7 @@ def _two_kind_frame(full_correct=None):
         score_cost={"verifier": np.zeros(n)},
         strong_cost=np.ones(n),
         cheap_tokens=np.zeros(n),
+        position=np.arange(n),
         weak_kind_accuracy=0.75,
         weak_full_accuracy=0.75,
     )

@@ -237,6 +237,7 @@ class BenchRunner:
             for letter in config.configurations
         }
         self.stats: dict[str, PassStats] = {}
+        self._fed_runs: set[str] = set()
 
     def run(
         self,
@@ -258,9 +259,13 @@ class BenchRunner:
                 on_example(example)
 
     def _replay_targets(self, run_id: str) -> None:
-        """Feed each escalation target the steps already stored, so a resumed run goes on as one."""
-        if not self.targets:
+        """Feed each escalation target the steps already stored, so a resumed run goes on as one.
+
+        Each run is fed once: the targets saw this runner's own steps as it made them.
+        """
+        if not self.targets or run_id in self._fed_runs:
             return
+        self._fed_runs.add(run_id)
         from spec_agent.decision import Proposal, threshold_for
         from spec_agent.escalation import step_margin
 

@@ -83,6 +83,8 @@ def test_resume_feeds_stored_steps_to_the_escalation_target(tiny_dirs, tmp_path)
     target = resumed.targets["D"]
     assert (first.targets["D"].steps, target.steps) == (3, 4)
     assert target.escalated == sum(row.decision == "escalate" for row in stored)
+    resumed.run(make_examples(5), run_id=run_id)
+    assert target.steps == 5
 
 
 def test_failure_keeps_committed_examples(tiny_dirs, tmp_path):

@@ -31,9 +31,9 @@ class EscalationTarget:
 
     Until `warmup` steps are seen the thresholds stay as configured. After that the offset is
     the `level` quantile of the last `window` margins, where `level` is the rate corrected by the
-    steps escalated so far. It falls when the graph has escalated more steps than the rate allows,
-    and rises when fewer. A shortfall of `horizon` steps moves it by the whole rate, so the
-    realised rate comes back to the target within a few horizons rather than drifting.
+    steps escalated so far. Each escalation beyond what the rate allows so far lowers the level
+    by 1/`horizon`, and each one short of it raises the level as much, so the realised rate comes
+    back to the target instead of drifting.
 
     One target belongs to one graph: two graphs sharing it would mix their margins. Concurrent
     steps of one graph may read the same offset, which moves the realised rate by a step or two.

@@ -18,6 +18,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 
 from spec_agent.db.store import SqlTraceStore
 from spec_agent.db.writer import BufferedTraceWriter, WritePolicy
+from spec_agent.escalation import EscalationTarget
 from spec_agent.node import TRACE_BATCH_SIZE, TRACE_FLUSH_INTERVAL_S, speculative_node
 from spec_agent.verifiers import SchemaVerifier
 
@@ -80,3 +81,31 @@ def test_node_overhead(benchmark, tmp_path):
     assert len(store.decisions(store.latest_run().run_id)) == DECISIONS + 1
     assert ratio <= 1.5, f"speculative_node costs {ratio:.2f}x a bare node; the target is 1.5x"
     assert added_s < 1e-3, f"speculative_node adds {added_s * 1e3:.3f} ms per decision; the target is 1 ms"
+
+
+def test_escalation_target_overhead(benchmark):
+    """An escalation target with a full window, against the same node with fixed thresholds."""
+    target = EscalationTarget(rate=0.25)
+    for index in range(target.window):
+        target.record(index / target.window - 0.5, escalated=index % 4 == 0)
+    fixed = compile_graph(speculative_node(instant_model(), SchemaVerifier(), instant_model(), tools=[ls]))
+    moving = compile_graph(speculative_node(instant_model(), SchemaVerifier(), instant_model(), tools=[ls],
+                                            escalation_target=target))
+
+    # Alternate the two, and keep each one's best of three, so that load on the machine cancels out.
+    fixed_runs, moving_runs = [], []
+    for _ in range(2):
+        fixed_runs.append(seconds_per_decision(fixed))
+        moving_runs.append(seconds_per_decision(moving))
+    fixed_runs.append(seconds_per_decision(fixed))
+    moving_runs.append(benchmark.pedantic(seconds_per_decision, args=(moving,), rounds=1, iterations=1))
+    fixed_s, moving_s = min(fixed_runs), min(moving_runs)
+
+    added_s = moving_s - fixed_s
+    benchmark.extra_info.update(fixed_ms=fixed_s * 1e3, target_ms=moving_s * 1e3, added_ms=added_s * 1e3,
+                                ratio=moving_s / fixed_s)
+    print(f"\nfixed thresholds {fixed_s * 1e3:.3f} ms, escalation target {moving_s * 1e3:.3f} ms per decision; "
+          f"added {added_s * 1e3:.3f} ms, ratio {moving_s / fixed_s:.2f}x")
+    assert target.steps == target.window + 3 * (DECISIONS + 1)
+    # The offset is one look-up in a sorted window, and recording one insertion into it.
+    assert added_s < 0.2e-3

@@ -254,9 +254,9 @@ def _trained_lines(config: dict[str, Any]) -> list[str]:
         lines.append(f"- Verifier of D and E: trained classifier `{verifier['folder']}`{prior}; ROC AUC of the "
                      f"classifier on held-out train-split pairs {_number(auc)}; threshold {_number(threshold)}")
     if settings.get("max_cost") is not None:
-        lines.append(f"- Escalation target of D and E: their thresholds move by one shared offset, learnt from the "
-                     f"scores of earlier steps (no label is read), so that a step costs "
-                     f"{_number(settings['max_cost'])} of a strong call on average (`--max-cost`)")
+        lines.append(f"- Escalation target: D's thresholds (and E's, when its three proposals cost less than the aim) "
+                     f"move by one shared offset, learnt from the scores of earlier steps (no label is read), so that "
+                     f"a step costs {_number(settings['max_cost'])} of a strong call on average (`--max-cost`)")
     shipped = trained.get("shipped_verifier")
     if shipped:
         auc = (shipped.get("validation") or {}).get("heldout_roc_auc")

@@ -273,8 +273,9 @@ def test_header_escalation_target(tmp_path):
     run_id = store.start_run(name="target", config={"settings": {"verifier": "kind", "max_cost": 0.4}})
     store.finish_run(run_id, "finished")
     markdown = write_report(store, run_id, tmp_path / "out").markdown.read_text(encoding="utf-8")
-    assert ("- Escalation target of D and E: their thresholds move by one shared offset, learnt from the scores of "
-            "earlier steps (no label is read), so that a step costs 0.400 of a strong call on average") in markdown
+    assert ("- Escalation target: D's thresholds (and E's, when its three proposals cost less than the aim) move by "
+            "one shared offset, learnt from the scores of earlier steps (no label is read), so that a step costs "
+            "0.400 of a strong call on average") in markdown
 
 
 def test_header_names_the_unused_shipped_verifier(tmp_path):

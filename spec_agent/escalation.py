@@ -3,7 +3,7 @@
 A fixed threshold decides which scores pass, so the share of steps it escalates follows the
 traffic. The shipped kind thresholds escalate 26% of held-out train-split steps and 37% of eval
 steps. With one cheap call per step, and the strong call on escalation, a cost target is an
-escalation rate, and `EscalationTarget` holds a graph to one. Each step's margin is the best
+escalation rate, and `EscalationTarget` keeps a graph at one. Each step's margin is the best
 proposal's score minus its threshold (minus infinity when nothing could be scored). Every
 threshold moves by one shared offset, the margin below which the target share of recent steps
 fell. The ordering of proposals by their thresholds stays the same; only the cut moves.

@@ -178,7 +178,7 @@ def test_graph_and_replay_decide_alike():
     assert live[-1].threshold != 0.4
 
 
-def test_replay_target_follows_the_run_order_or_a_given_one():
+def test_replay_target_in_run_order_and_reversed():
     # Worked by hand (rate 0.5, warm-up 1, horizon 1): in run order the target accepts ex0, ex3
     # and ex5, in reverse order ex4, ex2 and ex0. The odd examples propose the wrong kind.
     rows = []

@@ -107,6 +107,6 @@ def test_escalation_target_overhead(benchmark):
     print(f"\nfixed thresholds {fixed_s * 1e3:.3f} ms, escalation target {moving_s * 1e3:.3f} ms per decision; "
           f"added {added_s * 1e3:.3f} ms, ratio {moving_s / fixed_s:.2f}x")
     assert target.steps == target.window + 3 * (DECISIONS + 1)
-    # The offset is one look-up in a sorted window, and recording one insertion into it; what the
+    # The offset is one look-up in a sorted window, and recording is one insertion into it. What the
     # graph-level timing shows beyond that is the machine's noise.
     assert moving_s / fixed_s < 1.25

@@ -21,6 +21,7 @@ from typing import Any
 from spec_agent.cost import CostModel, ModelCall
 from spec_agent.decision import Decision
 from spec_agent.errors import ConfigError
+from spec_agent.escalation import EscalationTarget
 from spec_agent.hf import DTYPES
 from spec_agent.eval.matching import action_matches, kind_matches
 from spec_agent.eval.schema import Example
@@ -87,7 +88,7 @@ class BenchConfig:
     `compute_dtype` before the run, so the stored settings name the precision that ran)."""
     max_cost: float | None = DEFAULT_MAX_COST
     """Mean cost per step to hold D and E to, relative to one strong call (0.40 is 40% of A's
-    cost). Each gets an `EscalationTarget` that moves its thresholds, reading no label; None keeps
+    cost). Each gets an `EscalationTarget` that moves its thresholds and reads no label. None keeps
     the thresholds fixed."""
     name: str = "bench"
     """Run name stored with the run."""
@@ -216,12 +217,13 @@ class BenchRunner:
         cheap = proposer(models.cheap)
         strong = proposer(models.strong)
         judge = models.judge or JudgeVerifier(models.strong)
-        self.targets = {
-            letter: target
-            for letter in config.configurations
-            if config.max_cost is not None and (target := escalation_target_for(
-                letter, config.max_cost, cost_model=cost_model, verifier=models.verifier)) is not None
-        }
+        self.targets: dict[str, EscalationTarget] = {}
+        if config.max_cost is not None:
+            for letter in config.configurations:
+                target = escalation_target_for(letter, config.max_cost, cost_model=cost_model,
+                                               verifier=models.verifier)
+                if target is not None:
+                    self.targets[letter] = target
         self.graphs = {
             letter: build_configuration(
                 letter,
@@ -248,7 +250,7 @@ class BenchRunner:
     ) -> None:
         """Run every configuration on every example not yet stored for `run_id`."""
         done = {letter: self.store.done_example_ids(run_id, letter) for letter in self.graphs}
-        self._replay_targets(run_id)
+        self._feed_targets(run_id)
         for example in examples:
             pending = [letter for letter in self.graphs if example.id not in done[letter]]
             if pending:
@@ -258,7 +260,7 @@ class BenchRunner:
             if on_example is not None:
                 on_example(example)
 
-    def _replay_targets(self, run_id: str) -> None:
+    def _feed_targets(self, run_id: str) -> None:
         """Feed each escalation target the steps already stored, so a resumed run goes on as one.
 
         Each run is fed once: the targets saw this runner's own steps as it made them.

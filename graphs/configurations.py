@@ -121,7 +121,7 @@ def escalation_target_for(
         config: A configuration or its letter.
         max_cost: Mean cost per step, relative to one strong call (0.40 is 40% of A's cost).
         cost_model: Prices of the calls.
-        verifier: The configuration's verifier; `model_calls` says what scoring costs.
+        verifier: The configuration's verifier. Its `model_calls` gives the calls that scoring costs.
 
     Returns:
         None for a configuration without the small verifier, and, with a warning, for one whose

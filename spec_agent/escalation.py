@@ -38,6 +38,9 @@ class EscalationTarget:
     One target belongs to one graph: two graphs sharing it would mix their margins. Concurrent
     steps of one graph may read the same offset, which moves the realised rate by a step or two.
 
+    NOTE: a verify node that LangGraph retries records its step once per attempt, so retries count
+    toward the rate as extra steps.
+
     Args:
         rate: Share of steps to escalate, in [0, 1].
         warmup: Steps to see before the offset moves.
@@ -69,7 +72,7 @@ class EscalationTarget:
         self._lock = threading.Lock()
 
     def offset(self) -> float:
-        """Return the shift to add to every threshold for the next step; 0.0 during warm-up.
+        """Return the shift to add to every threshold for the next step, 0.0 during warm-up.
 
         The shift can be infinite: minus infinity accepts every scored proposal and plus
         infinity rejects them all.
@@ -85,8 +88,8 @@ class EscalationTarget:
         """Remember one step: its best margin and whether it escalated.
 
         Args:
-            margin: Best proposal score minus that proposal's own threshold, before the offset;
-                minus infinity when no proposal could be scored.
+            margin: Best proposal score minus that proposal's own threshold, before the offset.
+                Minus infinity when no proposal could be scored.
             escalated: True when the fallback model acted.
         """
         if math.isnan(margin):

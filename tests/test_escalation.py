@@ -1,10 +1,11 @@
-"""The escalation target: the rate it holds, its warm-up and window, and its agreement with replay."""
+"""The escalation target: the rate it keeps, its warm-up and window, and its agreement with replay."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+import re
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -38,8 +39,8 @@ def drive(target: EscalationTarget, margins: list[float]) -> list[bool]:
     return escalated
 
 
-def test_target_holds_its_rate_on_a_shifted_stream():
-    # Scores far above the fixed thresholds would escalate nothing; the target escalates a quarter.
+def test_target_keeps_rate_on_shifted_scores():
+    # Scores far above the fixed thresholds would escalate nothing, but the target escalates a quarter.
     rng = random.Random(0)
     margins = [rng.gauss(0.3, 0.1) if rng.random() > 0.05 else -math.inf for _ in range(2000)]
     target = EscalationTarget(rate=0.25)
@@ -58,7 +59,7 @@ def test_offset_stays_zero_during_warmup():
     assert target.offset() == pytest.approx(0.4)
 
 
-def test_surplus_of_escalations_lowers_the_offset():
+def test_surplus_lowers_offset():
     calm = EscalationTarget(rate=0.25, warmup=4, horizon=10)
     spent = EscalationTarget(rate=0.25, warmup=4, horizon=10)
     for margin in (0.1, 0.2, 0.3, 0.4):
@@ -101,7 +102,7 @@ def test_nan_margin_counts_as_unscored():
     ],
 )
 def test_bad_settings_name_the_value(kwargs, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         EscalationTarget(**kwargs)
 
 
@@ -116,21 +117,23 @@ def test_rate_for_cost():
         rate_for_cost(0.40, cost_model=CostModel(call_prices={"cheap": 0.15}))
 
 
-def test_step_margin_ignores_unscored_proposals():
+def test_step_margin_skips_unscored():
     assert step_margin([VALID, VALID], [0.7, 0.4], [0.5, 0.1]) == pytest.approx(0.3)
     assert step_margin([INVALID, VALID], [0.9, None], [0.5, 0.5]) == -math.inf
     assert step_margin([VALID], [1.7], [0.5]) == -math.inf
     assert step_margin([], [], []) == -math.inf
 
 
-def test_configurations_get_their_own_target(caplog):
+def test_target_per_configuration(caplog):
     verifier = KindVerifier()
     d = escalation_target_for("D", 0.40, cost_model=CostModel(), verifier=verifier)
-    assert d is not None and d.rate == pytest.approx(0.25)
+    assert d is not None
+    assert d.rate == pytest.approx(0.25)
     assert escalation_target_for("C", 0.40, cost_model=CostModel(), verifier=verifier) is None
     chained = escalation_target_for("D", 0.40, cost_model=CostModel(),
                                     verifier=VerifierChain(verifiers=[KindVerifier(), Scripted([])]))
-    assert chained is not None and chained.rate == pytest.approx(0.20)
+    assert chained is not None
+    assert chained.rate == pytest.approx(0.20)
     with caplog.at_level(logging.WARNING):
         assert escalation_target_for("E", 0.40, cost_model=CostModel(), verifier=verifier) is None
     assert "Configuration E keeps its thresholds fixed" in caplog.text
@@ -193,7 +196,8 @@ def test_replay_target_in_run_order_and_reversed():
     reversed_order = replay_target(frame, setting, EscalationTarget(rate=0.5, warmup=1, horizon=1),
                                    order=list(range(5, -1, -1)))
     assert in_order.rows()[0]["setting"].endswith("escalation target 0.500")
-    assert float(in_order.escalation_rate[0]) == float(reversed_order.escalation_rate[0]) == 0.5
+    assert float(in_order.escalation_rate[0]) == 0.5
+    assert float(reversed_order.escalation_rate[0]) == 0.5
     assert float(in_order.kind_accuracy[0]) == pytest.approx(4 / 6)
     assert float(reversed_order.kind_accuracy[0]) == 1.0
     with pytest.raises(ConfigError, match="each of the frame's 6 example indices once"):

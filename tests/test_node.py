@@ -133,7 +133,8 @@ def test_escalation_target_moves_the_threshold():
         "accept", "escalate"
     ]
     assert messages[3].content == "checked: notes.txt."
-    assert (target.steps, target.escalated) == (2, 1)
+    assert target.steps == 2
+    assert target.escalated == 1
 
 
 def test_fallback_failure_names_thread_and_step():
